@@ -1,0 +1,208 @@
+"""The dataset registry: the paper's 19 datasets, and user definitions read from TOML.
+
+A `Dataset` says what the model is asked (task, input kind, candidate labels in the published
+order) and how its answers are scored (metric, label remap). Where the samples live is the
+manifest's business (see `manifests`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import DatasetError
+
+TASKS = ("facial", "sentiment", "micro", "dynamic", "multimodal", "tweet")
+INPUTS = ("image", "video", "text", "video+text", "image+text")
+METRICS = ("accuracy", "war_uar", "f1_non0")
+GROUND_TRUTHS = ("label", "intensity")
+
+POLARITY = (
+    ("amusement", "positive"),
+    ("awe", "positive"),
+    ("content", "positive"),
+    ("contentment", "positive"),
+    ("excitement", "positive"),
+    ("anger", "negative"),
+    ("disgust", "negative"),
+    ("fear", "negative"),
+    ("sad", "negative"),
+)
+SENTIMENT5 = ("negative", "weakly negative", "neutral", "weakly positive", "positive")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What a dataset asks of the model and how its answers are scored."""
+
+    name: str
+    task: str
+    inputs: tuple[str, ...]
+    labels: tuple[str, ...]
+    metric: str = "accuracy"
+    title: str = ""
+    remap: tuple[tuple[str, str], ...] = ()
+    ground_truth: str = "label"
+    frames: int = 3
+    test_n: int | None = None
+    variants: tuple[tuple[str, int], ...] = ()
+    grey: bool = False
+    manifest: str | None = None
+    root: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            problems.append(f"name {self.name!r} must be letters, digits, '-' or '_'")
+        if self.task not in TASKS:
+            problems.append(f"task {self.task!r} is not one of {', '.join(TASKS)}")
+        bad_inputs = [i for i in self.inputs if i not in INPUTS]
+        if not self.inputs or bad_inputs:
+            problems.append(f"inputs {list(self.inputs)!r} must be some of {', '.join(INPUTS)}")
+        if self.metric not in METRICS:
+            problems.append(f"metric {self.metric!r} is not one of {', '.join(METRICS)}")
+        if self.ground_truth not in GROUND_TRUTHS:
+            problems.append(f"ground_truth {self.ground_truth!r} is not 'label' or 'intensity'")
+        if len(self.labels) < 2:
+            problems.append("at least two candidate labels are needed")
+        if len({label.lower() for label in self.labels}) != len(self.labels):
+            problems.append("candidate labels must differ (case-insensitively)")
+        if self.frames < 1:
+            problems.append("frames must be at least 1")
+        if problems:
+            raise DatasetError(f"dataset {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def display(self) -> str:
+        return self.title or self.name
+
+    @property
+    def default_input(self) -> str:
+        return self.inputs[0]
+
+    @property
+    def remap_dict(self) -> dict[str, str]:
+        return {source.lower(): target for source, target in self.remap}
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for the store, so a run can be scored without the registry or TOML file."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Dataset:
+        return _from_mapping(data, source="stored run")
+
+
+def _d(name, title, task, inputs, labels, metric="accuracy", **extra) -> Dataset:
+    return Dataset(name=name, title=title, task=task, inputs=tuple(inputs),
+                   labels=tuple(labels), metric=metric, **extra)
+
+
+REGISTRY: dict[str, Dataset] = {d.name: d for d in (
+    _d("ckplus", "CK+", "facial", ["image"],
+       ["anger", "contempt", "disgust", "fear", "happy", "sadness", "surprise"], test_n=981),
+    _d("sfew2", "SFEW 2.0", "facial", ["image"],
+       ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"], test_n=436),
+    _d("rafdb", "RAF-DB", "facial", ["image"],
+       ["Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"], test_n=3068),
+    _d("ferplus", "FERPlus", "facial", ["image"],
+       ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"],
+       test_n=3589),
+    _d("affectnet", "AffectNet", "facial", ["image"],
+       ["Surprise", "Contempt", "Happiness", "Anger", "Neutral", "Sadness", "Fear", "Disgust"],
+       test_n=4000),
+    _d("twitter1", "Twitter I", "sentiment", ["image"], ["positive", "negative"],
+       test_n=882, variants=(("5agree", 882), ("4agree", 1116), ("3agree", 1269))),
+    _d("twitter2", "Twitter II", "sentiment", ["image"], ["positive", "negative"], test_n=603),
+    _d("abstract", "Abstract", "sentiment", ["image"],
+       ["Amusement", "Anger", "Awe", "Content", "Disgust", "Excitement", "Fear", "Sad"],
+       remap=POLARITY, test_n=228),
+    _d("artphoto", "ArtPhoto", "sentiment", ["image"],
+       ["disgust", "awe", "sad", "fear", "anger", "excitement", "contentment", "amusement"],
+       remap=POLARITY, test_n=806),
+    _d("casme", "CASME", "micro", ["image"], ["tense", "disgust", "repression", "surprise"],
+       test_n=195),
+    _d("casme2", "CASME II", "micro", ["image"],
+       ["happiness", "surprise", "disgust", "repression", "others"], test_n=247),
+    _d("samm", "SAMM", "micro", ["image"], ["Anger", "Contempt", "Happiness", "Surprise", "Other"],
+       test_n=159),
+    _d("dfew", "DFEW", "dynamic", ["video"],
+       ["Sad", "Neutral", "Angry", "Fear", "Surprise", "Happy", "Disgust"], "war_uar",
+       test_n=2341),
+    _d("ferv39k", "FERV39k", "dynamic", ["video"],
+       ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"], "war_uar",
+       test_n=7847),
+    _d("ravdess", "RAVDESS", "dynamic", ["video"],
+       ["surprised", "neutral", "disgust", "sad", "happy", "calm", "fearful", "angry"],
+       "war_uar", test_n=1440),
+    _d("enterface", "eNTERFACE05", "dynamic", ["video"],
+       ["happiness", "anger", "disgust", "fear", "surprise", "sadness"], "war_uar", test_n=1287),
+    _d("cmumosi", "CMU-MOSI", "multimodal", ["video+text", "text", "video"], SENTIMENT5,
+       "f1_non0", ground_truth="intensity", test_n=686),
+    _d("sims", "CH-SIMS", "multimodal", ["video+text", "text", "video"], SENTIMENT5,
+       "f1_non0", ground_truth="intensity", test_n=457),
+    _d("mer2023", "MER2023", "multimodal", ["video+text", "text", "video"],
+       ["worried", "happy", "neutral", "angry", "surprised", "sad"], test_n=411),
+)}
+
+
+def get(name: str, extra: dict[str, Dataset] | None = None) -> Dataset:
+    """A dataset by name from user definitions first, then the registry."""
+    found = (extra or {}).get(name) or REGISTRY.get(name)
+    if found is None:
+        known = ", ".join(sorted({*REGISTRY, *(extra or {})}))
+        raise DatasetError(f"unknown dataset {name!r}; known: {known} (or define it in a TOML file)")
+    return found
+
+
+def load_definitions(path: str | Path) -> dict[str, Dataset]:
+    """Read `[datasets.NAME]` tables from a TOML file; manifest and root resolve against it."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such dataset definition file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: not valid TOML ({exc})") from None
+    tables = data.get("datasets")
+    if not isinstance(tables, dict) or not tables:
+        raise DatasetError(f"{path}: define at least one [datasets.NAME] table")
+    found = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise DatasetError(f"{path}: [datasets.{name}] must be a table")
+        table = {"name": name, **table}
+        for key in ("manifest", "root"):
+            if table.get(key):
+                table[key] = str((path.parent / table[key]).resolve())
+        found[name] = _from_mapping(table, source=str(path))
+    return found
+
+
+_FIELDS = {f for f in Dataset.__dataclass_fields__}
+
+
+def _from_mapping(table: dict[str, Any], source: str) -> Dataset:
+    name = table.get("name", "?")
+    table = dict(table)
+    if "input" in table and "inputs" not in table:
+        table["inputs"] = [table.pop("input")]
+    unknown = set(table) - _FIELDS
+    if unknown:
+        raise DatasetError(f"{source}: dataset {name!r} has unknown keys: {', '.join(sorted(unknown))}")
+    missing = {"name", "task", "inputs", "labels"} - set(table)
+    if missing:
+        raise DatasetError(f"{source}: dataset {name!r} lacks: {', '.join(sorted(missing))}")
+    if isinstance(table.get("remap"), dict):
+        table["remap"] = tuple(table["remap"].items())
+    for key in ("inputs", "labels", "remap", "variants"):
+        if key in table and table[key] is not None:
+            if isinstance(table[key], str):
+                raise DatasetError(f"{source}: dataset {name!r}: {key} must be a list")
+            table[key] = tuple(tuple(v) if isinstance(v, list) else v for v in table[key])
+    try:
+        return Dataset(**table)
+    except TypeError as exc:
+        raise DatasetError(f"{source}: dataset {name!r}: {exc}") from None

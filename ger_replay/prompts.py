@@ -1,0 +1,90 @@
+"""Prompt template sets: the paper's Appendix A prompts, and user sets read from TOML files.
+
+A template holds `{n}` (samples in the request), `{k}` (frames per video) and `{labels}` (the
+candidate labels). Other braces are literal text: the paper's prompts contain `{'name':, 'result':}`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import TemplateError
+
+KINDS = ("facial", "sentiment", "micro", "dynamic", "multimodal", "text", "tweet")
+
+# What each sample is called in the prompt and in its opaque in-batch name.
+NOUNS = {"image": "image", "video": "video", "video+text": "video", "text": "text",
+         "image+text": "tweet"}
+
+
+@dataclass(frozen=True)
+class TemplateSet:
+    """A named set of prompt templates, one per kind of request."""
+
+    name: str
+    templates: tuple[tuple[str, str], ...]
+
+    def template(self, kind: str) -> str:
+        for key, text in self.templates:
+            if key == kind:
+                return text
+        raise TemplateError(f"template set {self.name!r} has no {kind!r} template; add one to it")
+
+    def render(self, task: str, input_kind: str, n: int, labels: tuple[str, ...], k: int) -> str:
+        """The prompt for `n` samples of a task given as `input_kind`."""
+        text = self.template(template_kind(task, input_kind))
+        return (text.replace("{n}", str(n)).replace("{k}", str(k))
+                .replace("{labels}", format_labels(labels)))
+
+
+def format_labels(labels: tuple[str, ...]) -> str:
+    """Candidate labels as the published code wrote them into its prompts: a Python list."""
+    return repr(list(labels))
+
+
+def template_kind(task: str, input_kind: str) -> str:
+    """Which template a request uses: the input decides for text and video, the task for images."""
+    if input_kind == "text":
+        return "text"
+    if input_kind == "image+text":
+        return "tweet"
+    if input_kind == "video":
+        return "dynamic"
+    if input_kind == "video+text":
+        return "multimodal"
+    return task
+
+
+def load(name_or_path: str) -> TemplateSet:
+    """A shipped template set by name (`paper`) or a user set from a TOML file."""
+    shipped = resources.files("ger_replay") / "templates" / f"{name_or_path}.toml"
+    if shipped.is_file():
+        return _parse(shipped.read_text(encoding="utf-8"), name_or_path, source=name_or_path)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise TemplateError(f"no template set {name_or_path!r}: use 'paper' or a path to a TOML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"{path}: cannot read template set ({exc})") from None
+    return _parse(text, path.stem, source=str(path))
+
+
+def _parse(text: str, default_name: str, source: str) -> TemplateSet:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TemplateError(f"{source}: not valid TOML ({exc})") from None
+    templates = data.get("templates")
+    if not isinstance(templates, dict) or not templates:
+        raise TemplateError(f"{source}: needs a [templates] table with one entry per kind")
+    for kind, template in templates.items():
+        if kind not in KINDS:
+            raise TemplateError(f"{source}: unknown template kind {kind!r}; kinds: {', '.join(KINDS)}")
+        if not isinstance(template, str) or "{n}" not in template or "{labels}" not in template:
+            raise TemplateError(f"{source}: template {kind!r} must be text holding {{n}} and {{labels}}")
+    return TemplateSet(name=str(data.get("name", default_name)),
+                       templates=tuple(sorted(templates.items())))
