@@ -1,0 +1,257 @@
+"""The `ger` command: options in, one library call, output. The work lives in `ger_replay`."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ger_replay import datasets, demo, imports, jobs, reports, sandbox, tables
+from ger_replay.errors import GerError
+from ger_replay.store import Store
+from ger_replay.strategy import DEFAULT_SCHEDULE
+
+STORE = click.option("--store", "store_path", default="cache.db", show_default=True,
+                     type=click.Path(dir_okay=False), help="The response store.")
+
+
+def user_errors(command):
+    """Show a user mistake as one line and its exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except GerError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: everything answered so far is stored; rerun to resume.",
+                       err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="ger-replay")
+@click.option("-v", "--verbose", count=True, help="Log more (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Record and replay zero-shot emotion recognition with vision LLMs."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command("datasets")
+@click.option("--definitions", type=click.Path(dir_okay=False), help="A TOML file of datasets.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def datasets_command(definitions: str | None, as_json: bool) -> None:
+    """List the datasets: the paper's, and those a TOML file defines."""
+    extra = datasets.load_definitions(definitions) if definitions else {}
+    found = [*datasets.REGISTRY.values(), *extra.values()]
+    if as_json:
+        click.echo(json.dumps([d.to_json() for d in found], indent=2))
+    else:
+        click.echo(tables.datasets(found))
+
+
+def run_options(command):
+    """Options that decide what a run asks the model (and so its request keys)."""
+    options = [
+        click.option("--dataset", help="A dataset name (see `ger datasets`)."),
+        click.option("--manifest", type=click.Path(dir_okay=False),
+                     help="CSV of name,label[,text][,path][,text_path]."),
+        click.option("--root", type=click.Path(file_okay=False),
+                     help="Where media paths start (default: the manifest's folder)."),
+        click.option("--definitions", type=click.Path(dir_okay=False),
+                     help="A TOML file defining datasets."),
+        click.option("--input", "input_kind",
+                     type=click.Choice(["image", "video", "text", "video+text", "image+text"]),
+                     help="Input kind (default: the dataset's first)."),
+        click.option("--model", help="Model name, as the endpoint knows it."),
+        click.option("--templates", help="Template set: 'paper' or a TOML file."),
+        click.option("--batch-size", type=click.IntRange(1), help="Samples per request."),
+        click.option("--frames", type=click.IntRange(1), help="Frames per video."),
+        click.option("--grey", is_flag=True, default=False, help="Send images in greyscale."),
+        click.option("--max-side", type=click.IntRange(16), help="Longest image side, pixels."),
+        click.option("--max-tokens", type=click.IntRange(1), default=1000, show_default=True),
+        click.option("--temperature", type=float),
+        click.option("--detail", type=click.Choice(["low", "high", "auto"])),
+        click.option("--shuffle-seed", type=int, help="Batch samples in another seeded order."),
+        click.option("--schedule", default=DEFAULT_SCHEDULE, show_default=True,
+                     help="Calls around failures: PARTSxCALLS per level."),
+        click.option("--keep-answered", is_flag=True,
+                     help="Keep a partial answer's samples; re-ask only the missing ones."),
+        click.option("--replicate", type=click.IntRange(0), help="Repeat number of a fresh run."),
+        click.option("--skip-bad", is_flag=True, help="Skip bad manifest rows and list them."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _split(options: dict) -> tuple[jobs.Source | None, dict]:
+    source_keys = ("dataset", "manifest", "root", "definitions", "skip_bad")
+    values = {key: options.pop(key) for key in source_keys}
+    options = {key: value for key, value in options.items() if value is not None}
+    source = jobs.Source(**values) if values["dataset"] else None
+    return source, options
+
+
+@cli.command()
+@run_options
+@STORE
+@click.option("--base-url", envvar="OPENAI_BASE_URL", help="An OpenAI-compatible endpoint.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="Environment variable holding the API key.")
+@click.option("--rpm", type=click.IntRange(1), help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(1), help="Tokens per minute.")
+@click.option("--rpd", type=click.IntRange(1), help="Requests per day.")
+@click.option("--workers", type=click.IntRange(1), default=4, show_default=True,
+              help="Batches in flight at once.")
+@click.option("--force", is_flag=True, help="Call the API again even for stored attempts.")
+@click.option("--keep-images", is_flag=True, help="Store image bytes too (mind the licence).")
+@click.option("--price", nargs=2, type=float, help="US$ per million input and output tokens.")
+@user_errors
+def record(store_path, base_url, api_key_env, rpm, tpm, rpd, workers, force, keep_images,
+           price, **options) -> None:
+    """Record a run: serve stored attempts, call the API only for what is missing."""
+    source, options = _split(options)
+    if source is None:
+        raise click.UsageError("--dataset is required")
+    model = options.pop("model", None) or "gpt-4-vision-preview"
+    endpoint = jobs.Endpoint(base_url=base_url, api_key_env=api_key_env, rpm=rpm, tpm=tpm,
+                             rpd=rpd, workers=workers)
+    summary = jobs.record(store_path, source, model, endpoint, force=force,
+                          keep_images=keep_images, progress=sys.stderr.isatty(),
+                          price=tuple(price) if price else None, **options)
+    click.echo(tables.record_summary(summary))
+
+
+@cli.command()
+@run_options
+@STORE
+@click.option("--run", "run_ids", multiple=True, help="A stored run id (default: all runs).")
+@user_errors
+def replay(store_path, run_ids, **options) -> None:
+    """Replay runs from the store, offline, and print their scores."""
+    source, options = _split(options)
+    model = options.pop("model", None)
+    results = jobs.replay(store_path, list(run_ids), source, model, **options)
+    click.echo(tables.scores(results))
+
+
+@cli.command()
+@click.option("--dataset", help="Dataset name, for published predictions.")
+@click.option("--predictions", type=click.Path(dir_okay=False),
+              help="Published predictions CSV (name,gt,gpt4v).")
+@click.option("--labels", type=click.Path(dir_okay=False),
+              help="label.csv listing every test sample (missing ones count in coverage).")
+@click.option("--definitions", type=click.Path(dir_okay=False))
+@STORE
+@click.option("--run", "run_id", help="Score a stored run instead.")
+@click.option("--first-candidate", is_flag=True,
+              help="Predict the first label that is a candidate, not the first label.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def score(dataset, predictions, labels, definitions, store_path, run_id, first_candidate,
+          as_json) -> None:
+    """Score published predictions or a stored run with the paper's metrics."""
+    if run_id:
+        result = jobs.score_run(store_path, run_id, first_candidate=first_candidate)
+    elif dataset and predictions:
+        source = jobs.Source(dataset, definitions=definitions)
+        result = imports.score_file(source.resolve(), predictions, labels,
+                                    first_candidate=first_candidate)
+    else:
+        raise click.UsageError("give --dataset and --predictions, or --run")
+    click.echo(json.dumps(tables.score_json(result)) if as_json else tables.score_text(result))
+
+
+@cli.command()
+@STORE
+@click.option("--out", "out_dir", default="report", show_default=True,
+              type=click.Path(file_okay=False), help="Folder for report.md and report.html.")
+@user_errors
+def report(store_path, out_dir) -> None:
+    """Write the paper's tables, ablations, stability and confusion matrices."""
+    written = reports.write(store_path, Path(out_dir))
+    for path in written:
+        click.echo(str(path))
+
+
+@cli.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--accuracy", default=0.8, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--refusal-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--drop-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--extra-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--error-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--poison", multiple=True, help="SHA-256 of an image or text always refused.")
+@click.option("--rpm", type=click.IntRange(1))
+@click.option("--tpm", type=click.IntRange(1))
+@click.option("--rpd", type=click.IntRange(1))
+@click.option("--latency", default=0.0, show_default=True, type=float)
+@user_errors
+def sandbox_command(host, port, poison, **options) -> None:
+    """Serve a local OpenAI-compatible endpoint that answers like GPT-4V did."""
+    config = sandbox.SandboxConfig(poison=frozenset(poison), **options)
+    click.echo(f"sandbox on http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
+    sandbox.serve(config, host=host, port=port)
+
+
+@cli.command("demo")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--record", "record_store", type=click.Path(dir_okay=False),
+              help="Also record the demo runs into this store against an in-process sandbox.")
+@user_errors
+def demo_command(folder, record_store) -> None:
+    """Generate the synthetic demo datasets (images, videos, texts) into FOLDER."""
+    definitions = demo.generate(Path(folder))
+    click.echo(f"wrote {definitions}")
+    if record_store:
+        for run_id in demo.record(definitions, record_store):
+            click.echo(f"recorded {run_id}")
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Inspect a store."""
+
+
+@store_group.command("stats")
+@STORE
+@user_errors
+def store_stats(store_path) -> None:
+    """Counts of requests, attempts, images and runs."""
+    with Store(store_path, create=False) as store:
+        click.echo(json.dumps(store.stats(), indent=2))
+
+
+@store_group.command("verify")
+@STORE
+@user_errors
+def store_verify(store_path) -> None:
+    """Re-hash what is stored and report disagreements."""
+    with Store(store_path, create=False) as store:
+        problems = list(store.verify())
+    for problem in problems:
+        click.echo(problem)
+    click.echo(f"{len(problems)} problem(s)", err=True)
+    sys.exit(1 if problems else 0)
+
+
+@store_group.command("export")
+@STORE
+@click.option("--run", "run_id", required=True, help="The run to export.")
+@user_errors
+def store_export(store_path, run_id) -> None:
+    """Print a run's predictions as CSV in the published format (name,gt,gpt4v)."""
+    click.echo(jobs.export_csv(store_path, run_id), nl=False)

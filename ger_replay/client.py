@@ -1,0 +1,228 @@
+"""Calling the model: the official `openai` SDK, and the record / replay / force modes around it.
+
+`Transport` sends one body and says what came back (answered, refused, failed), retrying only
+transient trouble (429, 5xx, timeouts). `Caller` decides whether a call is served from the store
+or paid for, and stores every paid attempt as it arrives.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from PIL import Image
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from .errors import ApiError, DailyLimitReached, ReplayMiss
+from .limits import Limiter, parse_duration, request_tokens
+from .requests import Request, items_of
+from .store import Attempt, Store
+
+log = logging.getLogger(__name__)
+
+MODES = ("record", "replay")
+_DAILY = ("per day", "rpd")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the API said to one call, minus anything secret (no request headers)."""
+
+    status: str  # "answered" | "refused" | "error"
+    kind: str | None
+    http_status: int
+    text: str | None
+    finish_reason: str | None
+    refusal: str | None
+    raw: str
+    usage: dict[str, int] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    latency_ms: int = 0
+
+
+class Transient(Exception):
+    """Trouble worth retrying the same call for: rate limits, server errors, timeouts."""
+
+    def __init__(self, message: str, http_status: int | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+        self.retry_after = retry_after
+
+
+class Transport:
+    """One chat-completions call through the `openai` SDK over HTTP."""
+
+    def __init__(self, base_url: str | None, api_key: str | None, timeout: float = 120.0):
+        if not api_key:
+            raise ApiError("no API key: set OPENAI_API_KEY (or the variable named by --api-key-env)")
+        # The SDK's own retries are off: ours honour our limiter and log every transient error.
+        self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout,
+                                     max_retries=0)
+
+    def send(self, body: dict[str, Any]) -> Reply:
+        started = time.monotonic()
+        try:
+            response = self._client.chat.completions.with_raw_response.create(**body)
+        except openai.APITimeoutError as exc:
+            raise Transient(f"timed out: {exc}") from None
+        except openai.APIConnectionError as exc:
+            raise Transient(f"cannot connect: {exc}") from None
+        except openai.APIStatusError as exc:
+            return _status_error(exc, _ms(started))
+        completion = response.parse()
+        choice = completion.choices[0] if completion.choices else None
+        message = choice.message if choice else None
+        refusal = getattr(message, "refusal", None) if message else None
+        finish = choice.finish_reason if choice else None
+        status, kind = "answered", None
+        if finish == "content_filter":
+            status, kind = "refused", "content_filter"
+        elif refusal:
+            status, kind = "refused", "refusal"
+        return Reply(status=status, kind=kind, http_status=response.http_response.status_code,
+                     text=message.content if message else None, finish_reason=finish,
+                     refusal=refusal, raw=response.http_response.text,
+                     usage=_usage(completion.usage), headers=dict(response.headers),
+                     latency_ms=_ms(started))
+
+
+def _status_error(exc: openai.APIStatusError, latency_ms: int) -> Reply:
+    status = exc.status_code
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body) if isinstance(body, dict) else {}
+    code = (error.get("code") if isinstance(error, dict) else None) or getattr(exc, "code", None)
+    message = (error.get("message") if isinstance(error, dict) else None) or str(exc)
+    headers = exc.response.headers
+    if status == 429:
+        if any(word in message.lower() for word in _DAILY):
+            raise DailyLimitReached(f"the API's requests-per-day limit is reached ({message}); "
+                                    "rerun the same command later to resume")
+        raise Transient(message, 429, parse_duration(headers.get("retry-after-ms") and
+                                                     f"{headers['retry-after-ms']}ms")
+                        or parse_duration(headers.get("retry-after")))
+    if status >= 500 or status == 408:
+        raise Transient(message, status, parse_duration(headers.get("retry-after")))
+    if status in (401, 403):
+        raise ApiError(f"the API rejected the key ({status}: {message})")
+    if status == 404:
+        raise ApiError(f"the API does not know this model or endpoint ({message})")
+    raw = exc.response.text
+    if status == 400 and (code == "content_policy_violation" or "safety" in message.lower()):
+        return Reply("refused", "content_policy", status, None, None, message, raw,
+                     latency_ms=latency_ms)
+    return Reply("error", str(code or status), status, None, None, message, raw,
+                 latency_ms=latency_ms)
+
+
+def _estimate(request: Request, image_bytes: Callable[[str], bytes]) -> int:
+    prompt, items = items_of(request.canonical)
+    sizes = []
+    for _, digests, _ in items:
+        for digest in digests:
+            with Image.open(io.BytesIO(image_bytes(digest))) as image:
+                sizes.append(image.size)
+    chars = len(prompt) + sum(len(text or "") + 10 for _, _, text in items)
+    return request_tokens(chars, sizes, request.canonical.get("detail"))
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    if usage is None:
+        return {}
+    return {name: int(getattr(usage, name, 0) or 0)
+            for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+class Caller:
+    """Serves attempt `n` of a request from the store, or pays for it (record mode only)."""
+
+    def __init__(self, store: Store, mode: str = "replay", transport: Transport | None = None,
+                 limiter: Limiter | None = None, force: bool = False, retries: int = 8,
+                 on_reply: Callable[[Reply], None] | None = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        if mode == "record" and transport is None:
+            raise ValueError("record mode needs a transport")
+        self.store = store
+        self.mode = mode
+        self.transport = transport
+        self.limiter = limiter or Limiter()
+        self.force = force
+        self.retries = retries
+        self.on_reply = on_reply
+        self.paid = 0
+        self._epochs: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request, n: int, image_bytes: Callable[[str], bytes]) -> Attempt:
+        epoch = self._epoch(request.key)
+        stored = self.store.attempt(request.key, n, epoch)
+        if stored is not None:
+            return stored
+        if self.mode == "replay":
+            raise ReplayMiss(request.key)
+        self.store.put_request(request)
+        reply = self._send(request, image_bytes)
+        with self._lock:
+            self.paid += 1
+        if self.on_reply:
+            self.on_reply(reply)
+        return self.store.add_attempt(Attempt(
+            key=request.key, epoch=epoch, n=n, status=reply.status, kind=reply.kind,
+            http_status=reply.http_status, text=reply.text, finish_reason=reply.finish_reason,
+            refusal=reply.refusal, raw=reply.raw, usage=reply.usage,
+            latency_ms=reply.latency_ms))
+
+    def _epoch(self, key: str) -> int:
+        """The newest epoch; a forced re-record opens a new one per key, once per caller."""
+        with self._lock:
+            if key not in self._epochs:
+                latest = self.store.latest_epoch(key)
+                has_any = self.store.attempt(key, 0, latest) is not None
+                self._epochs[key] = latest + 1 if self.force and has_any else latest
+            return self._epochs[key]
+
+    def _send(self, request: Request, image_bytes: Callable[[str], bytes]) -> Reply:
+        assert self.transport is not None
+        body = request.body(image_bytes)
+        tokens = _estimate(request, image_bytes) if self.limiter.tpm else 0
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, Transient) and exc.retry_after is not None:
+                return exc.retry_after
+            return wait_random_exponential(multiplier=0.5, max=60)(state)
+
+        def note(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, Transient):
+                log.info("request %s: %s; retrying", request.key[:12], exc)
+                self.store.log_error(request.key, exc.http_status, str(exc))
+                if exc.retry_after:
+                    self.limiter.pause(exc.retry_after)
+
+        try:
+            for attempt in Retrying(retry=retry_if_exception_type(Transient), wait=wait,
+                                    stop=stop_after_attempt(self.retries), before_sleep=note,
+                                    reraise=True):
+                with attempt:
+                    self.limiter.acquire(tokens)
+                    reply = self.transport.send(body)
+                    self.limiter.observe(reply.headers)
+        except Transient as exc:
+            self.store.log_error(request.key, exc.http_status, str(exc))
+            raise ApiError(f"the API kept failing after {self.retries} tries ({exc}); "
+                           "rerun later: what was answered is kept") from None
+        return reply
+

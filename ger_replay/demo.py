@@ -1,0 +1,167 @@
+"""The demo: small synthetic datasets made with code, and the runs recorded for `cache.db`.
+
+Real datasets are licensed, so the demo paints its own faces and clips. Each sample's colour
+hue encodes its label (hue = index / number of labels) and each text names its label, which is
+what the sandbox "recognises", so the demo scores are meaningful but not perfect.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+import hashlib
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+from PIL import Image, ImageDraw
+
+from . import media
+from .datasets import SENTIMENT5
+from .jobs import Endpoint, Source, record as record_run
+from .sandbox import Sandbox, SandboxConfig
+
+FACES = ("anger", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+VIDEOS = ("happiness", "anger", "disgust", "fear", "surprise", "sadness")
+INTENSITY = {"negative": -2.2, "weakly negative": -0.8, "neutral": 0.4, "weakly positive": 0.8,
+             "positive": 2.2}
+SAYINGS = ("Honestly, the whole thing felt {label} to me.",
+           "I would call it {label}, if you ask me.",
+           "My take is {label}, more or less.")
+DEFINITIONS = """\
+# Synthetic demo datasets, written by `ger demo`.
+[datasets.demo-faces]
+title = "Demo faces"
+task = "facial"
+inputs = ["image"]
+labels = {faces}
+manifest = "faces.csv"
+
+[datasets.demo-videos]
+title = "Demo videos"
+task = "dynamic"
+inputs = ["video"]
+labels = {videos}
+metric = "war_uar"
+manifest = "videos.csv"
+
+[datasets.demo-multimodal]
+title = "Demo multimodal"
+task = "multimodal"
+inputs = ["video+text", "text", "video"]
+labels = {sentiment}
+metric = "f1_non0"
+ground_truth = "intensity"
+manifest = "multimodal.csv"
+"""
+
+# The runs in the shipped store: the main results and each ablation the report shows.
+RUNS = (
+    ("demo-faces", {}),
+    ("demo-faces", {"grey": True}),
+    ("demo-faces", {"replicate": 1}),
+    ("demo-videos", {}),
+    ("demo-videos", {"frames": 2}),
+    ("demo-multimodal", {"input_kind": "video+text"}),
+    ("demo-multimodal", {"input_kind": "text"}),
+    ("demo-multimodal", {"input_kind": "video"}),
+)
+SANDBOX_KEY_ENV = "GER_SANDBOX_KEY"
+
+
+def _colour(index: int, count: int, rng: random.Random, value: float = 0.85) -> tuple[int, ...]:
+    hue = (index / count + rng.uniform(-0.02, 0.02)) % 1.0
+    return tuple(int(c * 255) for c in colorsys.hsv_to_rgb(hue, 0.7, value))
+
+
+def face(index: int, count: int, seed: int, size: int = 96) -> Image.Image:
+    """A cartoon face on a background whose hue encodes the label."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", (size, size), _colour(index, count, rng))
+    draw = ImageDraw.Draw(image)
+    skin = _colour(index, count, rng, value=0.95)
+    margin = rng.randint(8, 14)
+    draw.ellipse([margin, margin, size - margin, size - margin], fill=skin, outline=(40, 40, 40))
+    eye_y = size * 0.4
+    for x in (size * 0.37, size * 0.63):
+        draw.ellipse([x - 4, eye_y - 4, x + 4, eye_y + 4], fill=(30, 30, 30))
+    bend = (index - count / 2) * 3
+    draw.arc([size * 0.3, size * 0.55 - bend, size * 0.7, size * 0.75 + bend],
+             0 if bend <= 0 else 180, 180 if bend <= 0 else 360, fill=(60, 20, 20), width=3)
+    return image
+
+
+def clip(path: Path, index: int, count: int, seed: int, frames: int = 24) -> None:
+    """A short clip of a face whose brightness drifts, coloured by label."""
+    rng = random.Random(seed)
+    base = np.asarray(face(index, count, seed, size=64), dtype=np.float32)
+    phase = rng.uniform(0, np.pi)
+    stack = [np.clip(base * (0.85 + 0.15 * np.sin(phase + t / 4)), 0, 255).astype(np.uint8)
+             for t in range(frames)]
+    iio.imwrite(path, np.stack(stack), plugin="pyav", codec="libx264", fps=12)
+
+
+def generate(folder: Path, per_label: int = 6) -> Path:
+    """Write the three demo datasets and their definitions; return the definitions file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "faces").mkdir(exist_ok=True)
+    (folder / "videos").mkdir(exist_ok=True)
+    rows = []
+    for index, label in enumerate(FACES):
+        for number in range(per_label):
+            name = f"face_{label}_{number}"
+            face(index, len(FACES), seed=index * 100 + number).save(folder / "faces" / f"{name}.png")
+            rows.append([name, label, f"faces/{name}.png"])
+    _write_csv(folder / "faces.csv", ["name", "label", "path"], rows)
+    rows = []
+    for index, label in enumerate(VIDEOS):
+        for number in range(per_label // 3):
+            name = f"clip_{label}_{number}"
+            clip(folder / "videos" / f"{name}.mp4", index, len(VIDEOS), seed=index * 10 + number)
+            rows.append([name, label, f"videos/{name}.mp4"])
+    _write_csv(folder / "videos.csv", ["name", "label", "path"], rows)
+    rows = []
+    for index, label in enumerate(SENTIMENT5):
+        for number in range(per_label // 2):
+            name = f"talk_{label.replace(' ', '_')}_{number}"
+            clip(folder / "videos" / f"{name}.mp4", index, len(SENTIMENT5), seed=500 + index * 10 + number)
+            text = SAYINGS[number % len(SAYINGS)].format(label=label)
+            rows.append([name, f"{INTENSITY[label]:+.1f}", text, f"videos/{name}.mp4"])
+    _write_csv(folder / "multimodal.csv", ["name", "label", "text", "path"], rows)
+    definitions = folder / "datasets.toml"
+    definitions.write_text(DEFINITIONS.format(
+        faces=_toml_list(FACES), videos=_toml_list(VIDEOS), sentiment=_toml_list(SENTIMENT5)))
+    return definitions
+
+
+def poison_hash(folder: Path) -> str:
+    """The demo sample the sandbox always refuses: one face, as the paper met such images."""
+    return media.sha256_hex(media.encode_image(folder / "faces" / "face_sad_0.png"))
+
+
+def record(definitions: Path, store: str | Path, model: str = "gpt-4-vision-preview",
+           seed: int = 0) -> Iterator[str]:
+    """Record the demo runs against an in-process sandbox, the way the shipped store was made."""
+    config = SandboxConfig(seed=seed, accuracy=0.75, refusal_rate=0.15, drop_rate=0.05,
+                           poison=frozenset({poison_hash(definitions.parent)}))
+    os.environ.setdefault(SANDBOX_KEY_ENV, "sandbox-" + hashlib.sha256(b"demo").hexdigest()[:8])
+    with Sandbox(config).start() as server:
+        endpoint = Endpoint(base_url=server.url, api_key_env=SANDBOX_KEY_ENV, workers=2)
+        for dataset, options in RUNS:
+            source = Source(dataset, definitions=str(definitions))
+            summary = record_run(store, source, model, endpoint, **options)
+            yield summary.run_id
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _toml_list(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f'"{value}"' for value in values) + "]"

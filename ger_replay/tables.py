@@ -1,0 +1,84 @@
+"""Plain-text tables and JSON for the terminal: what the commands print."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .datasets import Dataset
+from .scoring import Scores
+
+# The paper's headline figure per metric kind, in the order its tables give them.
+HEADLINE = {"accuracy": ("accuracy",), "war_uar": ("war", "uar"), "f1_non0": ("f1_non0",)}
+
+
+def grid(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A left-aligned text table."""
+    cells = [[str(c) for c in header]] + [[_cell(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.2f}"
+    return "" if value is None else str(value)
+
+
+def datasets(found: Sequence[Dataset]) -> str:
+    rows = [(d.name, d.display, d.task, ", ".join(d.inputs), d.metric, len(d.labels),
+             d.test_n or "", ", ".join(d.labels)) for d in found]
+    return grid(["name", "title", "task", "inputs", "metric", "labels", "test n", "candidates"],
+                rows)
+
+
+def headline(scores: Scores, metric: str) -> str:
+    names = HEADLINE.get(metric, ("accuracy",))
+    return " / ".join(_cell(scores.metrics.get(name, math.nan)) for name in names)
+
+
+def scores(results: Sequence[tuple[Any, Any, Scores]]) -> str:
+    """One line per replayed run: its configuration and its paper-style and strict figures."""
+    rows = []
+    for plan, _, found in results:
+        config = plan.config
+        what = config.input_kind + (" grey" if config.grey else "")
+        if config.input_kind in ("video", "video+text"):
+            what += f" {config.frames}f"
+        if config.replicate is not None:
+            what += f" rep{config.replicate}"
+        metric = config.dataset.metric
+        names = "/".join(HEADLINE.get(metric, ("accuracy",)))
+        strict = " / ".join(_cell(found.strict.get(n, math.nan)) for n in HEADLINE[metric])
+        rows.append((plan.run_id, config.dataset.display, what, config.model, found.n,
+                     found.total, f"{found.coverage:.1f}%", names, headline(found, metric), strict))
+    return grid(["run", "dataset", "input", "model", "scored", "samples", "coverage", "metric",
+                 "paper-style", "strict"], rows)
+
+
+def record_summary(summary: Any) -> str:
+    tally = summary.result.tally
+    lines = [f"run {summary.run_id}: {tally.answered} answered, {tally.refused} refused, "
+             f"{tally.failed} failed of {tally.samples} samples",
+             f"calls paid: {tally.paid}; tokens: {tally.prompt_tokens:,} in, "
+             f"{tally.completion_tokens:,} out"
+             + (f"; estimated cost ${tally.cost:.2f}" if tally.cost is not None else "")]
+    for skipped in summary.skipped:
+        lines.append(f"skipped line {skipped.line} ({skipped.name}): {skipped.reason}")
+    if summary.scores is not None:
+        lines.append(score_text(summary.scores))
+    return "\n".join(lines)
+
+
+def score_json(found: Scores) -> dict[str, Any]:
+    return {"dataset": found.dataset, "n": found.n, "metrics": found.metrics,
+            "strict": found.strict, "total": found.total, "coverage": found.coverage}
+
+
+def score_text(found: Scores) -> str:
+    figures = ", ".join(f"{name} {_cell(value)}" for name, value in found.metrics.items())
+    return (f"{found.dataset}: {figures} (n={found.n} of {found.total}, "
+            f"coverage {found.coverage:.1f}%)")
