@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ger_replay import datasets, demo, imports, jobs, reports, sandbox, tables
+from ger_replay import datasets, demo, imports, jobs, report, sandbox, tables
 from ger_replay.errors import GerError
 from ger_replay.store import Store
 from ger_replay.strategy import DEFAULT_SCHEDULE
@@ -173,14 +173,14 @@ def score(dataset, predictions, labels, definitions, store_path, run_id, first_c
     click.echo(json.dumps(tables.score_json(result)) if as_json else tables.score_text(result))
 
 
-@cli.command()
+@cli.command("report")
 @STORE
 @click.option("--out", "out_dir", default="report", show_default=True,
               type=click.Path(file_okay=False), help="Folder for report.md and report.html.")
 @user_errors
-def report(store_path, out_dir) -> None:
+def report_command(store_path, out_dir) -> None:
     """Write the paper's tables, ablations, stability and confusion matrices."""
-    written = reports.write(store_path, Path(out_dir))
+    written = report.write(store_path, Path(out_dir))
     for path in written:
         click.echo(str(path))
 

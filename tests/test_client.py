@@ -1,0 +1,121 @@
+"""The openai SDK transport: against cassettes offline, and against the sandbox over HTTP."""
+
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+import vcr
+from PIL import Image
+
+from ger_replay.client import Caller, Transport
+from ger_replay.errors import ApiError, DailyLimitReached, ReplayMiss
+from ger_replay.limits import Limiter
+from ger_replay.requests import Item, Params, build
+from ger_replay.sandbox import Sandbox, SandboxConfig
+from ger_replay.store import Store
+
+CASSETTES = Path(__file__).parent.parent / "cassettes"
+# Only for the recorded cassettes: the sandbox ignores keys, and this one must never be stored.
+KEY = "sk-test-" + "k3y" * 8
+CASSETTE_URL = "http://127.0.0.1:8765/v1"
+
+
+def jpeg(hue):
+    buffer = io.BytesIO()
+    Image.new("HSV", (32, 32), (int(hue * 255), 200, 220)).convert("RGB").save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+IMAGES = [jpeg(0.0), jpeg(0.5)]
+BY_HASH = {hashlib.sha256(b).hexdigest(): b for b in IMAGES}
+
+
+def request(model="gpt-4-vision-preview"):
+    items = [Item(f"s{i}", (hashlib.sha256(b).hexdigest(),)) for i, b in enumerate(IMAGES)]
+    return build("Here are the optional categories: ['happy', 'sad']. We provide 2 images.",
+                 "image", items, Params(model))
+
+
+def cassette(name):
+    return vcr.VCR(cassette_library_dir=str(CASSETTES), record_mode="once",
+                   filter_headers=["authorization", "openai-organization", "openai-project"],
+                   match_on=["method", "path", "body"]).use_cassette(name)
+
+
+def sandbox_for_cassette(config):
+    """The sandbox, on the fixed port the cassettes name, only when a cassette is to be made."""
+    return Sandbox(config, port=8765).start()
+
+
+@pytest.mark.parametrize("name, config, status, kind", [
+    ("answered.yaml", SandboxConfig(seed=1, accuracy=1.0), "answered", None),
+    ("refused_400.yaml", SandboxConfig(seed=1, poison=frozenset(BY_HASH)), "refused",
+     "content_policy"),
+])
+def test_the_transport_replays_cassettes_offline(name, config, status, kind):
+    body = request().body(BY_HASH.__getitem__)
+    server = None if (CASSETTES / name).exists() else sandbox_for_cassette(config)
+    try:
+        with cassette(name):
+            reply = Transport(CASSETTE_URL, KEY).send(body)
+    finally:
+        if server:
+            server.stop()
+    assert (reply.status, reply.kind) == (status, kind)
+    if status == "answered":
+        assert "image-1" in reply.text and "image-2" in reply.text
+        assert reply.usage["total_tokens"] > 0
+    text = (CASSETTES / name).read_text()
+    assert KEY not in text and "authorization" not in text.lower()
+
+
+def test_record_then_replay_serves_attempts_in_order(tmp_path):
+    store = Store(tmp_path / "cache.db")
+    config = SandboxConfig(seed=3, accuracy=1.0)
+    with Sandbox(config).start() as server:
+        caller = Caller(store, "record", Transport(server.url, KEY))
+        first = caller(request(), 0, BY_HASH.__getitem__)
+        second = caller(request(), 1, BY_HASH.__getitem__)
+        again = caller(request(), 0, BY_HASH.__getitem__)
+        assert server.stats()["calls"] == 2
+    assert caller.paid == 2 and again == first
+    replayer = Caller(store, "replay")
+    assert replayer(request(), 1, BY_HASH.__getitem__) == second
+    with pytest.raises(ReplayMiss):
+        replayer(request(), 2, BY_HASH.__getitem__)
+    raw = (tmp_path / "cache.db").read_bytes()
+    assert KEY.encode() not in raw and b"Bearer" not in raw
+
+
+def test_a_forced_rerecord_opens_a_new_epoch(tmp_path):
+    store = Store(tmp_path / "cache.db")
+    with Sandbox(SandboxConfig(seed=3)).start() as server:
+        Caller(store, "record", Transport(server.url, KEY))(request(), 0, BY_HASH.__getitem__)
+        forced = Caller(store, "record", Transport(server.url, KEY), force=True)
+        fresh = forced(request(), 0, BY_HASH.__getitem__)
+        assert server.stats()["calls"] == 2
+    assert fresh.epoch == 1
+    assert Caller(store, "replay")(request(), 0, BY_HASH.__getitem__) == fresh
+
+
+def test_rate_limits_are_waited_out_and_logged(tmp_path):
+    store = Store(tmp_path / "cache.db")
+    with Sandbox(SandboxConfig(seed=3, rpm=2)).start() as server:
+        caller = Caller(store, "record", Transport(server.url, KEY), Limiter())
+        for n in range(3):
+            caller(request(), n, BY_HASH.__getitem__)
+        stats = server.stats()
+    assert stats["calls"] == 3 and stats["rate_limited"] >= 1
+    assert store.stats()["transient_errors"] == stats["rate_limited"]
+
+
+def test_daily_limit_and_bad_key_stop_the_run(tmp_path):
+    store = Store(tmp_path / "cache.db")
+    with Sandbox(SandboxConfig(seed=3, rpd=1)).start() as server:
+        caller = Caller(store, "record", Transport(server.url, KEY))
+        caller(request(), 0, BY_HASH.__getitem__)
+        with pytest.raises(DailyLimitReached, match="per-day"):
+            caller(request(), 1, BY_HASH.__getitem__)
+    with pytest.raises(ApiError, match="no API key"):
+        Transport("http://127.0.0.1:9/v1", "")

@@ -1,0 +1,92 @@
+import random
+
+from PIL import Image
+
+from ger_replay import plans, prompts
+from ger_replay.datasets import REGISTRY
+from ger_replay.manifests import read
+from ger_replay.plans import RunConfig
+from ger_replay.store import Store
+
+LABELS = REGISTRY["ckplus"].labels
+
+
+def dataset_dir(tmp_path, count=45, seed=0):
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        name = f"img{i:03d}"
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        Image.new("RGB", (24, 24), colour).save(tmp_path / f"{name}.png")
+        rows.append(f"{name},{LABELS[i % len(LABELS)]}")
+    return rows
+
+
+def manifest(tmp_path, rows, name="m.csv"):
+    path = tmp_path / name
+    path.write_text("name,label\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def plan_of(tmp_path, rows, model="gpt-4-vision-preview", **options):
+    config = RunConfig.make(REGISTRY["ckplus"], model, prompts.load("paper"), **options)
+    samples, _ = read(manifest(tmp_path, rows), REGISTRY["ckplus"], "image")
+    return plans.make(config, samples)[0]
+
+
+def keys(plan):
+    return [plan.request(batch).key for batch in plan.batches()]
+
+
+def test_one_pixel_changes_exactly_one_key(tmp_path):
+    rows = dataset_dir(tmp_path)
+    before = keys(plan_of(tmp_path, rows))
+    image = Image.open(tmp_path / "img017.png").convert("RGB")
+    image.putpixel((3, 3), tuple(255 - c for c in image.getpixel((3, 3))))
+    image.save(tmp_path / "img017.png")
+    after = keys(plan_of(tmp_path, rows))
+    assert len(before) == len(after) == 3
+    assert sum(a != b for a, b in zip(before, after)) == 1
+
+
+def test_the_model_name_changes_every_key(tmp_path):
+    rows = dataset_dir(tmp_path)
+    before = keys(plan_of(tmp_path, rows))
+    after = keys(plan_of(tmp_path, rows, model="gpt-4o"))
+    assert not set(before) & set(after)
+
+
+def test_row_order_does_not_change_batches_unless_shuffled(tmp_path):
+    rows = dataset_dir(tmp_path)
+    shuffled = list(rows)
+    random.Random(3).shuffle(shuffled)
+    first, second = plan_of(tmp_path, rows), plan_of(tmp_path, shuffled)
+    assert first.batches() == second.batches()
+    assert keys(first) == keys(second)
+    assert first.run_id == second.run_id
+    reseeded = plan_of(tmp_path, rows, shuffle_seed=5)
+    assert reseeded.batches() != first.batches()
+    assert reseeded.config.shuffle_seed == 5
+    assert plan_of(tmp_path, shuffled, shuffle_seed=5).batches() == reseeded.batches()
+
+
+def test_the_paper_batch_sizes_and_prompt(tmp_path):
+    rows = dataset_dir(tmp_path)
+    plan = plan_of(tmp_path, rows)
+    assert [len(b) for b in plan.batches()] == [20, 20, 5]
+    prompt = plan.request(plan.batches()[2]).canonical["messages"][0]["content"][0]["text"]
+    assert "We provide 5 images." in prompt
+    assert str(list(LABELS)) in prompt
+
+
+def test_a_stored_plan_rebuilds_the_same_keys_without_media(tmp_path):
+    rows = dataset_dir(tmp_path)
+    plan = plan_of(tmp_path, rows, grey=True, max_side=16)
+    with Store(tmp_path / "cache.db") as store:
+        plan.save(store)
+    for path in tmp_path.glob("*.png"):
+        path.unlink()
+    with Store(tmp_path / "cache.db") as store:
+        loaded = plans.load(store, plan.run_id)
+    assert loaded.config == plan.config
+    assert keys(loaded) == keys(plan)
