@@ -1,0 +1,133 @@
+"""Whole runs recorded against the sandbox over real HTTP, and replayed from the store alone."""
+
+import pytest
+from PIL import Image
+
+from ger_replay import jobs, plans, sandbox
+from ger_replay.errors import DailyLimitReached, ReplayMiss
+from ger_replay.jobs import Endpoint, Source
+from ger_replay.media import encode_image, sha256_hex
+from ger_replay.sandbox import Sandbox, SandboxConfig
+from ger_replay.store import Store
+from ger_replay.strategy import DEFAULT_SCHEDULE, Schedule, split
+
+LABELS = ["happy", "sad", "angry", "calm"]
+KEY_ENV = "GER_TEST_KEY"
+KEY = "sk-runs-" + "x" * 24
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+
+
+def make_dataset(folder, count):
+    """`count` small images whose hue encodes their label, and a definitions file."""
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        label = i % len(LABELS)
+        hue = int(255 * label / len(LABELS)) + i % 3
+        Image.new("HSV", (16, 16), (hue, 200, 200 + i % 50)).convert("RGB").save(
+            folder / "img" / f"s{i:03d}.png")
+        rows.append(f"s{i:03d},{LABELS[label]},img/s{i:03d}.png")
+    (folder / "m.csv").write_text("name,label,path\n" + "\n".join(rows) + "\n")
+    (folder / "d.toml").write_text(
+        f'[datasets.toy]\ntask = "facial"\ninputs = ["image"]\nlabels = {LABELS!r}\n'
+        'manifest = "m.csv"\n'.replace("'", '"'))
+    return Source("toy", definitions=str(folder / "d.toml"))
+
+
+def poison_of(folder, name):
+    return sha256_hex(encode_image(folder / "img" / f"{name}.png"))
+
+
+def predicted_calls(plan, config, schedule=DEFAULT_SCHEDULE):
+    """What the default schedule costs, given the sandbox's pure refusal decisions."""
+    levels = Schedule.parse(schedule).levels
+    poison = config.poison
+    seen = {}
+
+    def part(samples, level):
+        calls = 0
+        for _ in range(levels[level].calls):
+            request = plan.request(samples)
+            nth = seen.get(request.key, 0)
+            seen[request.key] = nth + 1
+            poisoned = any(d in poison for s in samples for d in plan._by_name()[s].images)
+            calls += 1
+            if sandbox.outcome(config, request.key, nth, poisoned) == "ok":
+                return calls
+        if len(samples) == 1 or level + 1 == len(levels):
+            return calls
+        return calls + sum(part(p, level + 1) for p in split(samples, levels[level + 1].parts))
+
+    return sum(part(batch, 0) for batch in plan.batches())
+
+
+def test_record_replays_offline_and_rerecords_for_free(tmp_path):
+    source = make_dataset(tmp_path, 45)
+    store = tmp_path / "cache.db"
+    with Sandbox(SandboxConfig(seed=1, refusal_rate=0.2, drop_rate=0.1)).start() as server:
+        recorded = jobs.record(store, source, "gpt-4o", Endpoint(server.url, KEY_ENV, workers=3))
+        calls = server.stats()["calls"]
+        again = jobs.record(store, source, "gpt-4o", Endpoint(server.url, KEY_ENV, workers=3))
+        assert server.stats()["calls"] == calls
+    assert again.result.tally.paid == 0
+    [(plan, replayed, scores)] = jobs.replay(store)
+    assert plan.run_id == recorded.run_id
+    assert replayed.outcomes == recorded.result.outcomes
+    assert scores == recorded.scores
+    assert scores.coverage > 80
+    with Store(store) as opened:
+        assert [o for o in opened.predictions(plan.run_id)] != []
+    raw = store.read_bytes()
+    assert KEY.encode() not in raw
+
+
+def test_replay_names_what_is_missing_and_how_it_differs(tmp_path):
+    source = make_dataset(tmp_path, 12)
+    store = tmp_path / "cache.db"
+    with Sandbox(SandboxConfig(seed=1)).start() as server:
+        jobs.record(store, source, "gpt-4o", Endpoint(server.url, KEY_ENV))
+    with pytest.raises(ReplayMiss) as miss:
+        jobs.replay(store, source=source, model="gpt-4o-mini")
+    message = str(miss.value)
+    assert "dataset toy, batch 0" in message and "s0" in message
+    assert "model 'gpt-4o-mini' where the store has 'gpt-4o'" in message
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(tmp_path / "img" / "s005.png")
+    with pytest.raises(ReplayMiss, match="image 1 hashes to"):
+        jobs.replay(store, source=source, model="gpt-4o")
+
+
+def test_refusals_are_walked_as_the_schedule_predicts(tmp_path):
+    source = make_dataset(tmp_path, 200)
+    store = tmp_path / "cache.db"
+    config = SandboxConfig(seed=7, refusal_rate=0.3, poison=frozenset({poison_of(tmp_path, "s042")}))
+    with Sandbox(config).start() as server:
+        recorded = jobs.record(store, source, "gpt-4o", Endpoint(server.url, KEY_ENV, workers=4))
+        served = server.stats()["calls"]
+    outcomes = recorded.result.outcomes
+    assert outcomes["s042"].status == "refused"
+    assert all(o.status == "answered" for name, o in outcomes.items() if name != "s042")
+    with Store(store) as opened:
+        plan = plans.load(opened, recorded.run_id)
+        tree = opened.calls(recorded.run_id)
+    assert served == predicted_calls(plan, config) == len(tree)
+    [(_, replayed, _)] = jobs.replay(store)
+    assert replayed.outcomes == outcomes
+    with Store(store) as opened:
+        assert opened.calls(recorded.run_id) == tree
+
+
+def test_a_daily_limit_stops_cleanly_and_the_next_run_finishes(tmp_path):
+    source = make_dataset(tmp_path, 60)
+    store = tmp_path / "cache.db"
+    with Sandbox(SandboxConfig(seed=2, rpd=2)).start() as server:
+        with pytest.raises(DailyLimitReached, match="requests-per-day"):
+            jobs.record(store, source, "gpt-4o", Endpoint(server.url, KEY_ENV, workers=1))
+        server.new_day()
+        finished = jobs.record(store, source, "gpt-4o", Endpoint(server.url, KEY_ENV))
+        assert server.stats()["calls"] == 3
+    assert finished.result.tally.paid == 1
+    assert finished.result.tally.answered == 60
