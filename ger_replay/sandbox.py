@@ -95,8 +95,8 @@ def shown_label(text: str | None, images: list[bytes], labels: tuple[str, ...]) 
     if not images:
         return None
     with Image.open(io.BytesIO(images[0])) as image:
-        pixels = list(image.convert("RGB").resize((8, 8)).getdata())
-    red, green, blue = (sum(p[i] for p in pixels) / len(pixels) / 255 for i in range(3))
+        mean = image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+    red, green, blue = (channel / 255 for channel in mean)
     hue, saturation, _ = colorsys.rgb_to_hsv(red, green, blue)
     if saturation < 0.1:
         return None
