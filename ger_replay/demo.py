@@ -89,8 +89,9 @@ def face(index: int, count: int, seed: int, size: int = 96) -> Image.Image:
     for x in (size * 0.37, size * 0.63):
         draw.ellipse([x - 4, eye_y - 4, x + 4, eye_y + 4], fill=(30, 30, 30))
     bend = (index - count / 2) * 3
-    draw.arc([size * 0.3, size * 0.55 - bend, size * 0.7, size * 0.75 + bend],
-             0 if bend <= 0 else 180, 180 if bend <= 0 else 360, fill=(60, 20, 20), width=3)
+    mouth = [size * 0.3, size * 0.6, size * 0.7, size * 0.6 + 4 + abs(bend)]
+    start, end = (0, 180) if bend >= 0 else (180, 360)
+    draw.arc(mouth, start, end, fill=(60, 20, 20), width=3)
     return image
 
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -52,6 +52,8 @@ class RunConfig:
              frames: int | None = None, **options: Any) -> RunConfig:
         """A config with the paper's defaults for whatever is not given."""
         input_kind = input_kind or dataset.default_input
+        # Where the files live is not part of a run: the same samples elsewhere are the same run.
+        dataset = replace(dataset, manifest=None, root=None)
         Schedule.parse(options.get("schedule", DEFAULT_SCHEDULE))
         return cls(dataset=dataset, input_kind=input_kind, model=model, templates=templates,
                    batch_size=batch_size or BATCH_SIZES[input_kind],

@@ -221,7 +221,7 @@ class Store:
 
     def runs(self) -> list[dict[str, Any]]:
         with self._lock:
-            rows = list(self.db["runs"].rows_where(order_by="created, id"))
+            rows = list(self.db["runs"].rows_where(order_by="rowid"))
         for row in rows:
             row["config"] = json.loads(row["config"])
         return rows
