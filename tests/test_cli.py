@@ -1,0 +1,174 @@
+"""The `ger` command through click's CliRunner, and `ger record` killed and resumed for real."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli import cli
+from ger_replay.sandbox import Sandbox, SandboxConfig
+from ger_replay.store import Store
+
+ROOT = Path(__file__).parent.parent
+KEY = "sk-cli-" + "z" * 24
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("networking is disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_replay_prints_the_demo_scores_offline(tmp_path, no_network):
+    store = tmp_path / "cache.db"
+    shutil.copy(ROOT / "cache.db", store)
+    result = run("replay", "--store", store)
+    assert result.exit_code == 0, result.output
+    assert "Demo faces" in result.output and "war/uar" in result.output
+    with Store(store, create=False) as opened:
+        assert len(result.output.strip().splitlines()) == 2 + len(opened.runs())
+
+
+def test_datasets_lists_the_registry():
+    result = run("datasets")
+    assert result.exit_code == 0
+    for name in ("ckplus", "twitter1", "casme", "ravdess", "cmumosi", "mer2023"):
+        assert name in result.output
+    listed = json.loads(run("datasets", "--json").output)
+    assert len(listed) == 19
+    assert next(d for d in listed if d["name"] == "rafdb")["labels"][:2] == ["Surprise", "Fear"]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["replay", "--store", "missing.db"], 1, "no such store"),
+    (["record", "--dataset", "nope", "--manifest", "m.csv"], 2, "unknown dataset 'nope'"),
+    (["record", "--dataset", "ckplus"], 2, "needs --manifest"),
+    (["record", "--dataset", "ckplus", "--manifest", "m.csv", "--schedule", "3x1"], 2,
+     "must start with the whole batch"),
+    (["score", "--dataset", "ckplus", "--predictions", "none.csv"], 1, "no such predictions"),
+])
+def test_user_mistakes_are_one_line_errors(tmp_path, monkeypatch, args, code, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_media_is_named_and_stored_work_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("GER_KEY", KEY)
+    (tmp_path / "a.png").write_bytes(b"")
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "b.png")
+    (tmp_path / "c.png").write_bytes(b"\x89PNG not really")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("name,label\nb,happy\n")
+    with Sandbox(SandboxConfig()).start() as server:
+        args = ["record", "--dataset", "ckplus", "--manifest", manifest, "--store",
+                tmp_path / "cache.db", "--base-url", server.url, "--api-key-env", "GER_KEY"]
+        assert run(*args).exit_code == 0
+        before = (tmp_path / "cache.db").stat().st_size
+        manifest.write_text("name,label\nb,happy\na,fear\n")
+        empty = CliRunner().invoke(cli, [str(a) for a in args])
+        manifest.write_text("name,label\nb,happy\nc,fear\n")
+        corrupt = CliRunner().invoke(cli, [str(a) for a in args])
+    assert empty.exit_code == 1 and "a.png: the file is empty" in empty.output
+    assert corrupt.exit_code == 1 and "c.png: not a readable image" in corrupt.output
+    with Store(tmp_path / "cache.db") as store:
+        assert store.stats()["attempts"] == 1
+    assert (tmp_path / "cache.db").stat().st_size >= before
+
+
+def test_score_prints_published_predictions_as_json(tmp_path):
+    predictions = tmp_path / "label-gpt4v.csv"
+    predictions.write_text('name,gt,gpt4v\na,happy,"happy,sad"\nb,sadness,"Happy,sad"\n'
+                           'c,sadness,"sadness,happy"\nd,anger,"anger"\n')
+    result = run("score", "--dataset", "ckplus", "--predictions", predictions, "--json")
+    found = json.loads(result.output)
+    assert found["dataset"] == "ckplus" and found["n"] == 4
+    # first label, case-insensitive: a right, b wrong, c 'sadness' right, d right
+    assert found["metrics"]["accuracy"] == 75.0
+    assert found["metrics"]["uar"] == pytest.approx((100 + 50 + 100) / 3)
+
+
+def test_store_commands(tmp_path):
+    store = tmp_path / "cache.db"
+    shutil.copy(ROOT / "cache.db", store)
+    stats = json.loads(run("store", "stats", "--store", store).output)
+    assert stats["runs"] >= 3 and stats["images_with_bytes"] == 0
+    assert run("store", "verify", "--store", store).exit_code == 0
+    with Store(store, create=False) as opened:
+        run_id = opened.runs()[0]["id"]
+    exported = run("store", "export", "--store", store, "--run", run_id).output
+    assert exported.startswith("name,gt,gpt4v\n")
+    assert len(exported.strip().splitlines()) == 43
+
+
+def _dataset(folder, count):
+    labels = ["anger", "disgust", "fear", "happy"]
+    rows = []
+    for i in range(count):
+        Image.new("HSV", (12, 12), (i * 9 % 256, 180, 200)).convert("RGB").save(folder / f"s{i}.png")
+        rows.append(f"s{i},{labels[i % 4]}")
+    (folder / "m.csv").write_text("name,label\n" + "\n".join(rows) + "\n")
+    return folder / "m.csv"
+
+
+def _record(manifest, store, url, workers):
+    env = {**os.environ, "GER_KEY": KEY}
+    return subprocess.Popen(
+        [sys.executable, "-c", "from cli import cli; cli()", "record", "--dataset", "ckplus",
+         "--manifest", str(manifest), "--store", str(store), "--base-url", url,
+         "--api-key-env", "GER_KEY", "--batch-size", "4", "--workers", str(workers),
+         "--temperature", "0"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE)
+
+
+def test_kill_nine_at_random_moments_loses_nothing_and_pays_little(tmp_path):
+    """Five kill -9s during a record, each followed by a rerun, against an uninterrupted run."""
+    manifest = _dataset(tmp_path, 120)
+    poison = {s: None for s in ("s7", "s50")}
+    from ger_replay.media import encode_image, sha256_hex
+
+    config = SandboxConfig(seed=5, latency=0.03, poison=frozenset(
+        sha256_hex(encode_image(tmp_path / f"{name}.png")) for name in poison))
+    workers = 2
+    with Sandbox(config).start() as server:
+        started = time.monotonic()
+        assert _record(manifest, tmp_path / "clean.db", server.url, workers).wait(120) == 0
+        duration = time.monotonic() - started
+        clean_calls = server.stats()["calls"]
+    rng = random.Random(11)
+    with Sandbox(config).start() as server:
+        for _ in range(5):
+            process = _record(manifest, tmp_path / "killed.db", server.url, workers)
+            time.sleep(rng.uniform(0.2, duration))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        assert _record(manifest, tmp_path / "killed.db", server.url, workers).wait(120) == 0
+        paid = server.stats()["calls"]
+    with Store(tmp_path / "clean.db") as clean, Store(tmp_path / "killed.db") as killed:
+        [clean_run], [killed_run] = clean.runs(), killed.runs()
+        assert clean_run["id"] == killed_run["id"]
+        assert killed.predictions(killed_run["id"]).keys() == clean.predictions(clean_run["id"]).keys()
+        strip = lambda found: {n: (p["status"], p["ranking"]) for n, p in found.items()}  # noqa: E731
+        assert strip(killed.predictions(killed_run["id"])) == strip(clean.predictions(clean_run["id"]))
+        assert killed.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert clean_calls <= paid <= clean_calls + 5 * workers
