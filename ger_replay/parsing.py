@@ -25,6 +25,8 @@ _LINE = re.compile(r"""^\s*(?:[-*•+]\s+|\d+\s*[.)]\s+|#+\s*)?(?:\*\*|__)?\s*["
                    r"""([A-Za-z]+[ _-]?\d+)["']?\s*(?:\*\*|__)?\s*(?:[:=–—]|-\s)\s*(.+?)\s*$""")
 _QUOTED = re.compile(r""""([^"]*)"|'([^']*)'""")
 _SEPARATORS = re.compile(r"\s*(?:,|>|;|\||→|\n|\band then\b|\bthen\b)\s*")
+_NUMBERING = re.compile(r"^\s*\d+\s*[.)]\s+")
+_SPACES = re.compile(r"[\s_-]+")
 _NOISE = " \t\r\n\"'`*_[](){}.:;!?"
 _REFUSAL = re.compile(
     r"\b(?:i'?m sorry|i am sorry|sorry, (?:but )?i|i apologi[sz]e|"
@@ -64,13 +66,14 @@ class Parsed:
         return not self.missing and not self.unknown
 
 
+@lru_cache(maxsize=4096)
 def _name_key(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "", name.lower())
+    return _SPACES.sub("", name.lower())
 
 
 def _clean(label: str) -> str:
-    label = re.sub(r"^\s*\d+\s*[.)]\s+", "", label)
-    return re.sub(r"[\s_-]+", " ", label.strip(_NOISE)).strip()
+    label = _NUMBERING.sub("", label)
+    return _SPACES.sub(" ", label.strip(_NOISE)).strip()
 
 
 def _stem(label: str) -> str:
@@ -81,24 +84,32 @@ def _stem(label: str) -> str:
     return label
 
 
-@lru_cache(maxsize=4096)
-def _lookup(label: str, labels: tuple[str, ...]) -> str | None:
-    wanted = _clean(label).lower()
+@lru_cache(maxsize=256)
+def _index(labels: tuple[str, ...]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each candidate by its cleaned lowercase spelling, and by its stem (first one wins)."""
+    exact: dict[str, str] = {}
+    stems: dict[str, str] = {}
+    for candidate in labels:
+        cleaned = _clean(candidate).lower()
+        exact.setdefault(cleaned, candidate)
+        stems.setdefault(_stem(cleaned), candidate)
+    return exact, stems
+
+
+@lru_cache(maxsize=65536)
+def _resolve(written: str, labels: tuple[str, ...]) -> tuple[str, str | None]:
+    """A written label, cleaned, and the candidate it means (exact spelling before word forms)."""
+    cleaned = _clean(written)
+    wanted = cleaned.lower()
     if not wanted:
-        return None
-    for candidate in labels:
-        if _clean(candidate).lower() == wanted:
-            return candidate
-    stem = _stem(wanted)
-    for candidate in labels:
-        if _stem(_clean(candidate).lower()) == stem:
-            return candidate
-    return None
+        return "", None
+    exact, stems = _index(labels)
+    return cleaned, exact.get(wanted) or stems.get(_stem(wanted))
 
 
 def normalise_label(label: str, labels: Sequence[str]) -> str | None:
     """The candidate a written label means (case, punctuation, plural and word forms), or None."""
-    return _lookup(label, tuple(labels))
+    return _resolve(label, tuple(labels))[1]
 
 
 def _ranking(value: str) -> list[str]:
@@ -149,12 +160,10 @@ def parse(text: str, names: Sequence[str], labels: Sequence[str]) -> Parsed:
         ranking: list[str] = []
         seen = set()
         for item in raw:
-            cleaned = _clean(item)
+            cleaned, label = _resolve(item, candidates)
             if not cleaned:
                 continue
-            label = _lookup(cleaned, candidates)
-            if label is None:
-                label = cleaned
+            label = label or cleaned
             if label.lower() in seen:
                 continue
             seen.add(label.lower())

@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from . import media
@@ -113,11 +113,12 @@ class Plan:
         return [tuple(found[batch]) for batch in sorted(found)]
 
     def request(self, names: Sequence[str]) -> Request:
-        by_name = self._by_name()
+        by_name = self.by_name
         items = [Item(name, by_name[name].images, by_name[name].text) for name in names]
         return build(self.config.prompt(len(items)), self.config.noun, items, self.config.params)
 
-    def _by_name(self) -> dict[str, PlannedSample]:
+    @cached_property
+    def by_name(self) -> dict[str, PlannedSample]:
         return {sample.name: sample for sample in self.samples}
 
     def save(self, store: Store) -> None:

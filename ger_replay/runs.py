@@ -139,14 +139,11 @@ def execute(plan: Plan, caller: Caller, *, store: Store | None = None,
     if store is not None:
         store.set_run_status(plan.run_id, "running")
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = [pool.submit(walk_batch, index, names) for index, names in enumerate(batches)]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            failure = next((f.exception() for f in done if f.exception()), None)
-            if failure is not None:
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise failure
+        if workers <= 1:
+            for index, names in enumerate(batches):
+                walk_batch(index, names)
+        else:
+            _in_parallel(walk_batch, batches, workers, stop)
     except GerError as exc:
         if store is not None:
             store.set_run_status(plan.run_id, f"stopped: {type(exc).__name__}")
@@ -156,6 +153,19 @@ def execute(plan: Plan, caller: Caller, *, store: Store | None = None,
     if store is not None:
         store.set_run_status(plan.run_id, "complete")
     return RunResult(plan.run_id, outcomes, tally)
+
+
+def _in_parallel(walk_batch: Callable[[int, tuple[str, ...]], None],
+                 batches: list[tuple[str, ...]], workers: int, stop: threading.Event) -> None:
+    """Walk batches on `workers` threads; the first error stops the rest once in-flight ones end."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(walk_batch, index, names) for index, names in enumerate(batches)]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failure = next((f.exception() for f in done if f.exception()), None)
+        if failure is not None:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise failure
 
 
 def _miss_message(plan: Plan, batch: int, request: Request, n: int, store: Store) -> str:

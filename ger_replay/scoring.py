@@ -83,13 +83,16 @@ def _metrics(dataset: Dataset, truths: list[str], predictions: list[str]) -> dic
         if dataset.metric == "f1_non0":
             return {"f1_non0": nan, "acc2_non0": nan}
         return {"accuracy": nan, "war": nan, "uar": nan, "weighted_f1": nan}
-    accuracy = 100 * accuracy_score(truths, predictions)
-    present = sorted(set(truths))
-    weighted = 100 * f1_score(truths, predictions, labels=present, average="weighted",
-                              zero_division=0)
+    # Classes as integers: scikit-learn is many times faster on them than on strings.
+    codes = {label: code for code, label in enumerate(sorted(set(truths) | set(predictions)))}
+    y_true = np.fromiter((codes[t] for t in truths), dtype=np.int64, count=len(truths))
+    y_pred = np.fromiter((codes[p] for p in predictions), dtype=np.int64, count=len(predictions))
+    present = sorted({codes[t] for t in truths})
+    accuracy = 100 * accuracy_score(y_true, y_pred)
+    weighted = 100 * f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)
     if dataset.metric == "f1_non0":
         return {"f1_non0": weighted, "acc2_non0": accuracy}
-    uar = 100 * recall_score(truths, predictions, labels=present, average="macro", zero_division=0)
+    uar = 100 * recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
     return {"accuracy": accuracy, "war": accuracy, "uar": uar, "weighted_f1": weighted}
 
 

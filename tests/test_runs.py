@@ -54,7 +54,7 @@ def predicted_calls(plan, config, schedule=DEFAULT_SCHEDULE):
             request = plan.request(samples)
             nth = seen.get(request.key, 0)
             seen[request.key] = nth + 1
-            poisoned = any(d in poison for s in samples for d in plan._by_name()[s].images)
+            poisoned = any(d in poison for s in samples for d in plan.by_name[s].images)
             calls += 1
             if sandbox.outcome(config, request.key, nth, poisoned) == "ok":
                 return calls
