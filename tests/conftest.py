@@ -1,0 +1,10 @@
+"""Hypothesis profiles: quick in the normal suite; GER_HYPOTHESIS_PROFILE=long runs 10,000 examples."""
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("default", max_examples=150, deadline=None)
+settings.register_profile("long", max_examples=10_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("GER_HYPOTHESIS_PROFILE", "default"))
