@@ -66,6 +66,12 @@ class Entry:
         return " ".join(parts)
 
     @property
+    def label(self) -> str:
+        """The variant as a table shows it, with the repeat number of a replicate run."""
+        replicate = self.plan.config.replicate
+        return (self.variant or "main") + (f" (repeat {replicate})" if replicate else "")
+
+    @property
     def setting(self) -> tuple:
         """The configuration without the replicate number: runs sharing it repeat each other."""
         data = self.plan.config.to_json()
@@ -194,7 +200,7 @@ def security_table(store: Store, entries: Sequence[Entry]) -> Table | None:
             previous[node] = call["verdict"]
         alone = sum(o.status == "refused" for o in entry.result.outcomes.values())
         per_level = ", ".join(f"L{level}: {r}/{n}" for level, (r, n) in sorted(levels.items()))
-        rows.append((entry.plan.config.dataset.display, entry.variant or "main", str(len(calls)),
+        rows.append((entry.plan.config.dataset.display, entry.label, str(len(calls)),
                      per_level, str(alone),
                      f"{passed}/{retried}" + (f" ({100 * passed / retried:.0f}%)" if retried else "")))
     if not rows:
@@ -224,7 +230,7 @@ def confusion_png(entry: Entry) -> bytes:
         for j, value in enumerate(row):
             axes.text(j, i, str(value), ha="center", va="center",
                       color="white" if value > top / 2 else "black", fontsize=8)
-    axes.set_title(f"{entry.plan.config.dataset.display} ({entry.variant or 'main'})")
+    axes.set_title(f"{entry.plan.config.dataset.display} ({entry.label})")
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})

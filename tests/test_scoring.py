@@ -100,3 +100,19 @@ def test_confusion_counts_out_of_set_predictions_apart():
     assert matrix[labels.index("happy")][labels.index("happy")] == 1
     assert matrix[labels.index("happy")][labels.index("joy")] == 1
     assert sum(map(sum, matrix)) == 2
+
+
+@pytest.mark.parametrize("dataset", [CKPLUS, MOSI])
+def test_the_bootstrap_fast_path_agrees_with_scikit_learn(dataset):
+    import numpy as np
+
+    from ger_replay.scoring import _fast_metrics, _metrics
+
+    rng = np.random.default_rng(1)
+    classes = 2 if dataset is MOSI else 6
+    truths = rng.integers(0, classes, 200)
+    predictions = np.where(rng.random(200) < 0.6, truths, rng.integers(0, classes + 1, 200))
+    names = [f"c{i}" for i in range(classes + 1)]
+    slow = _metrics(dataset, [names[t] for t in truths], [names[p] for p in predictions])
+    fast = _fast_metrics(dataset, truths, predictions, classes + 1)
+    assert fast == pytest.approx(slow)
