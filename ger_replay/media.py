@@ -1,8 +1,13 @@
-"""Media: images, video frames and texts, encoded into the exact bytes a request carries.
+"""Media: images, video frames and texts, turned into the exact bytes and strings a request carries.
 
 The store keys requests by the SHA-256 of these bytes, so encoding is deterministic: fixed JPEG
-settings, no metadata. Videos are sampled by seeking to the frames wanted, never by decoding
-the whole clip.
+settings, no metadata, a fixed resampling filter. Bytes are stable for a given Pillow and FFmpeg
+build; another build may decode or encode a pixel differently, which changes the keys.
+
+Videos are sampled by seeking, never by decoding the whole clip. PyAV is used directly rather than
+imageio's `read(index=)`, which maps an index to a timestamp as if every stream began at 0 and so
+returns the wrong frames for streams with a start offset (MPEG-TS) or packed B-frames (AVI/MPEG-4,
+as in eNTERFACE'05). Here each decoded frame's own timestamp says which frame it is.
 """
 
 from __future__ import annotations
@@ -11,54 +16,70 @@ import hashlib
 import io
 import logging
 import re
+import struct
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
-import imageio.v3 as iio
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .errors import MediaError
 
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 90
+RESAMPLING = Image.Resampling.LANCZOS
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Pillow reports malformed files through many unrelated exception types.
+_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+_AV_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _jpeg(image: Image.Image, grey: bool, max_side: int | None) -> bytes:
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise MediaError(f"{path}: no such file; check the path or the manifest's media root")
+    if path.is_file() and path.stat().st_size == 0:
+        raise MediaError(f"{path}: the file is empty (0 bytes); replace or skip the sample")
+
+
+def encode_frame(frame: np.ndarray | Image.Image, *, grey: bool = False,
+                 max_side: int | None = None, quality: int = JPEG_QUALITY) -> bytes:
+    """An in-memory picture (a decoded video frame) as JPEG bytes, encoded like an image file."""
+    image = frame if isinstance(frame, Image.Image) else Image.fromarray(frame)
     image = image.convert("L" if grey else "RGB")
     if max_side and max(image.size) > max_side:
         scale = max_side / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.LANCZOS)
+        image = image.resize(size, RESAMPLING)
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=False, progressive=False)
+    image.save(buffer, "JPEG", quality=quality, optimize=False, progressive=False)
     return buffer.getvalue()
 
 
-def encode_image(path: str | Path, *, grey: bool = False, max_side: int | None = None) -> bytes:
-    """An image file as deterministic JPEG bytes (RGB, or greyscale), EXIF orientation applied."""
+def encode_image(path: str | Path, *, grey: bool = False, max_side: int | None = None,
+                 quality: int = JPEG_QUALITY) -> bytes:
+    """An image file as deterministic JPEG bytes (RGB, or greyscale), EXIF orientation applied,
+    downscaled (never upscaled) so its longest side is at most `max_side`."""
     path = Path(path)
     _check_file(path)
     try:
         with Image.open(path) as image:
             image.load()
-            return _jpeg(ImageOps.exif_transpose(image), grey, max_side)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise MediaError(f"{path}: not a readable image ({exc}); replace or skip the sample") \
-            from None
-
-
-def encode_frame(frame: np.ndarray | Image.Image, *, grey: bool = False,
-                 max_side: int | None = None) -> bytes:
-    """A decoded video frame as JPEG bytes, encoded exactly like an image file."""
-    image = frame if isinstance(frame, Image.Image) else Image.fromarray(frame)
-    return _jpeg(image, grey, max_side)
+            upright = ImageOps.exif_transpose(image)
+    except _PIL_ERRORS as exc:
+        raise MediaError(f"{path}: not a readable image ({_reason(exc)}); "
+                         "replace or skip the sample") from None
+    return encode_frame(upright, grey=grey, max_side=max_side, quality=quality)
 
 
 def sample_indices(n: int, k: int) -> list[int]:
@@ -67,7 +88,7 @@ def sample_indices(n: int, k: int) -> list[int]:
     if n <= 0:
         raise MediaError("a video with no frames cannot be sampled")
     if k <= 0:
-        raise MediaError("at least one frame must be sampled")
+        raise MediaError(f"cannot sample {k} frames; ask for at least one")
     if n < k:
         return list(range(n)) + [n - 1] * (k - n)
     step = n // k
@@ -76,63 +97,131 @@ def sample_indices(n: int, k: int) -> list[int]:
 
 def video_frames(path: str | Path, k: int, *, grey: bool = False,
                  max_side: int | None = None) -> list[bytes]:
-    """k uniformly sampled frames of a video file, or of a folder of pre-extracted frames."""
+    """k uniformly sampled frames of a video file, or of a folder of pre-extracted frames,
+    as JPEG bytes in temporal order."""
     path = Path(path)
     if path.is_dir():
         return _folder_frames(path, k, grey, max_side)
     _check_file(path)
     try:
-        with iio.imopen(path, "r", plugin="pyav") as video:
-            wanted = sample_indices(_frame_count(video), k)
-            # imageio's pyav plugin seeks to the keyframe before an index and decodes forward.
-            decoded = {index: video.read(index=index) for index in sorted(set(wanted))}
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"{path}: no video stream (audio only?); "
+                                 "give a video file or a folder of frames")
+            pictures = _sampled(container, container.streams.video[0], k, path)
     except MediaError:
         raise
-    except (av.FFmpegError, OSError, ValueError, StopIteration, IndexError) as exc:
-        raise MediaError(f"{path}: not a readable video ({exc or type(exc).__name__}); "
+    except _AV_ERRORS as exc:
+        raise MediaError(f"{path}: not a readable video ({_reason(exc)}); "
                          "replace or skip the sample") from None
-    return [encode_frame(decoded[i], grey=grey, max_side=max_side) for i in wanted]
+    return [encode_frame(picture, grey=grey, max_side=max_side) for picture in pictures]
 
 
-def _frame_count(video) -> int:
-    """Frames in the stream from its header; a decoding count only when the header is silent."""
-    count = video.properties().n_images
-    if count:
-        return count
-    metadata = video.metadata()
-    if metadata.get("duration") and metadata.get("fps"):
-        return int(round(metadata["duration"] * metadata["fps"]))
-    log.debug("no frame count in the header; counting by decoding")
-    return sum(1 for _ in video.iter())
+def _sampled(container, stream, k: int, path: Path) -> list[np.ndarray]:
+    """The sampled frames as RGB arrays; only the wanted frames are ever held."""
+    rate = stream.average_rate or stream.guessed_rate
+    count = _header_count(container, stream, rate)
+    if count is None or not rate:
+        # No usable header: count by decoding (frames dropped as they come), then pick by position.
+        log.debug("%s: no frame count or rate in the header; counting by decoding", path)
+        wanted = sample_indices(sum(1 for _ in container.decode(stream)), k)
+        container.seek(0)
+        keep = set(wanted)
+        picked = {i: frame for i, frame in enumerate(container.decode(stream)) if i in keep}
+        return [picked[i].to_ndarray(format="rgb24") for i in wanted]
+    wanted = sample_indices(count, k)
+    log.debug("%s: %d frames at %s fps, sampling %s", path, count, rate, wanted)
+    first = next(container.decode(stream), None)
+    if first is None or first.pts is None:
+        raise MediaError(f"{path}: no decodable frame with a timestamp; re-encode the video")
+    clock = _Clock(first.pts, stream.time_base * Fraction(rate), slack=max(2, round(rate)))
+    picked = {0: first}
+    for index in sorted(set(wanted) - {0}):
+        picked[index] = _frame_at(container, stream, index, clock, path)
+    return [picked[i].to_ndarray(format="rgb24") for i in wanted]
 
 
-def _natural(path: Path) -> list:
-    return [int(part) if part.isdigit() else part.lower()
-            for part in re.split(r"(\d+)", path.name)]
+def _header_count(container, stream, rate) -> int | None:
+    """Frames in the stream from the header: its frame count, else duration times frame rate."""
+    if stream.frames:
+        return stream.frames
+    if rate and stream.duration:
+        return round(stream.duration * stream.time_base * rate)
+    if rate and container.duration:
+        return round(Fraction(container.duration, av.time_base) * rate)
+    return None
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """Maps timestamps to frame indices: index = (pts - origin) * frames_per_pts."""
+
+    origin: int
+    frames_per_pts: Fraction
+    slack: int  # frames a header's duration may overstate the stream by (about a second)
+
+    def pts(self, index: int) -> int:
+        return self.origin + round(index / self.frames_per_pts)
+
+    def index(self, pts: int) -> int:
+        return round((pts - self.origin) * self.frames_per_pts)
+
+
+def _frame_at(container, stream, index: int, clock: _Clock, path: Path):
+    """The frame on screen at time index/fps: seek to the keyframe before it, decode forward.
+    Frames are recognised by their own timestamps; a seek that lands late is retried from the start."""
+    for seek_to in (clock.pts(index), clock.origin):
+        container.seek(seek_to, stream=stream, backward=True)
+        found, found_at, ended = None, -1, True
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            at = clock.index(frame.pts)
+            if at > index:
+                ended = False
+                break
+            found, found_at = frame, at
+            if at == index:
+                return frame
+        if found is not None:
+            if ended and index - found_at > clock.slack:
+                raise MediaError(f"{path}: the video stops at frame {found_at} but its header "
+                                 f"promises frame {index}; it is probably truncated, replace it")
+            return found
+        log.debug("%s: seeking to frame %d landed late; decoding from the start", path, index)
+    raise MediaError(f"{path}: frame {index} cannot be decoded; re-encode the video")
+
+
+def _natural(path: Path) -> tuple:
+    """Sort key that puts frame_2 before frame_10 (ties broken by the full name)."""
+    return [int(p) if p.isdigit() else p.lower() for p in re.split(r"(\d+)", path.name)], path.name
 
 
 def _folder_frames(folder: Path, k: int, grey: bool, max_side: int | None) -> list[bytes]:
-    frames = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES),
-                    key=_natural)
+    frames = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES
+                     and not p.name.startswith(".")), key=_natural)
     if not frames:
-        raise MediaError(f"{folder}: a frame folder with no images ({', '.join(FRAME_SUFFIXES)})")
+        raise MediaError(f"{folder}: a frame folder with no images "
+                         f"({', '.join(FRAME_SUFFIXES)}); add the frames or fix the path")
     return [encode_image(frames[i], grey=grey, max_side=max_side)
             for i in sample_indices(len(frames), k)]
 
 
 def load_text(path: str | Path) -> str:
-    """A sample's text from a UTF-8 file."""
+    """A sample's text from a UTF-8 file (a byte-order mark is dropped), stripped."""
     path = Path(path)
+    _check_file(path)
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        raise MediaError(f"{path}: no such text file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MediaError(f"{path}: not readable UTF-8 text ({exc})") from None
+        return path.read_text(encoding="utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        raise MediaError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); "
+                         "re-save the file as UTF-8") from None
+    except OSError as exc:
+        raise MediaError(f"{path}: not a readable text file ({_reason(exc)})") from None
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise MediaError(f"{path}: no such file")
-    if path.is_file() and path.stat().st_size == 0:
-        raise MediaError(f"{path}: the file is empty (0 bytes); replace or skip the sample")
+def read_text(inline: str | None, path: str | Path | None = None) -> str | None:
+    """A sample's text: inline from the manifest when given, else from its file, else None."""
+    if inline is not None:
+        return inline
+    return load_text(path) if path is not None else None

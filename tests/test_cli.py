@@ -172,3 +172,29 @@ def test_kill_nine_at_random_moments_loses_nothing_and_pays_little(tmp_path):
         assert strip(killed.predictions(killed_run["id"])) == strip(clean.predictions(clean_run["id"]))
         assert killed.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert clean_calls <= paid <= clean_calls + 5 * workers
+
+
+def test_a_daily_limit_exits_3_and_the_next_day_resumes(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("GER_KEY", KEY)
+    manifest = _dataset(tmp_path, 12)
+    caplog.set_level("DEBUG")
+    with Sandbox(SandboxConfig(rpd=2)).start() as server:
+        args = ["record", "--dataset", "ckplus", "--manifest", manifest, "--store",
+                tmp_path / "cache.db", "--base-url", server.url, "--api-key-env", "GER_KEY",
+                "--batch-size", "4", "--workers", "1"]
+        stopped = CliRunner().invoke(cli, [str(a) for a in args])
+        assert stopped.exit_code == 3, stopped.output
+        assert "requests-per-day limit" in stopped.output and "rerun" in stopped.output
+        server.new_day()
+        finished = run(*args)
+        assert finished.exit_code == 0
+        assert "12 answered, 0 refused, 0 failed of 12 samples" in finished.output
+        assert "calls paid: 1" in finished.output
+    with Store(tmp_path / "cache.db") as store:
+        run_id = store.runs()[0]["id"]
+        assert store.runs()[0]["status"] == "complete"
+    scored = json.loads(run("score", "--store", tmp_path / "cache.db", "--run", run_id, "--json").output)
+    assert scored["n"] == 12
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "chat/completions" in logged or "Request" in logged
+    assert KEY not in logged and KEY not in stopped.output + finished.output
