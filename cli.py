@@ -10,10 +10,11 @@ from pathlib import Path
 
 import click
 
-from ger_replay import datasets, demo, imports, jobs, report, sandbox, tables
 from ger_replay.errors import GerError
-from ger_replay.store import Store
 from ger_replay.strategy import DEFAULT_SCHEDULE
+
+# The rest of the library is imported inside each command: openai and scikit-learn take seconds
+# to import, and `ger --help` or `ger sandbox` need neither.
 
 STORE = click.option("--store", "store_path", default="cache.db", show_default=True,
                      type=click.Path(dir_okay=False), help="The response store.")
@@ -52,6 +53,8 @@ def cli(verbose: int) -> None:
 @user_errors
 def datasets_command(definitions: str | None, as_json: bool) -> None:
     """List the datasets: the paper's, and those a TOML file defines."""
+    from ger_replay import datasets, tables
+
     extra = datasets.load_definitions(definitions) if definitions else {}
     found = [*datasets.REGISTRY.values(), *extra.values()]
     if as_json:
@@ -95,11 +98,13 @@ def run_options(command):
     return command
 
 
-def _split(options: dict) -> tuple[jobs.Source | None, dict]:
+def _split(options: dict) -> tuple[object, dict]:
     source_keys = ("dataset", "manifest", "root", "definitions", "skip_bad")
     values = {key: options.pop(key) for key in source_keys}
     options = {key: value for key, value in options.items() if value is not None}
-    source = jobs.Source(**values) if values["dataset"] else None
+    from ger_replay.jobs import Source
+
+    source = Source(**values) if values["dataset"] else None
     return source, options
 
 
@@ -121,6 +126,8 @@ def _split(options: dict) -> tuple[jobs.Source | None, dict]:
 def record(store_path, base_url, api_key_env, rpm, tpm, rpd, workers, force, keep_images,
            price, **options) -> None:
     """Record a run: serve stored attempts, call the API only for what is missing."""
+    from ger_replay import jobs, tables
+
     source, options = _split(options)
     if source is None:
         raise click.UsageError("--dataset is required")
@@ -140,6 +147,8 @@ def record(store_path, base_url, api_key_env, rpm, tpm, rpd, workers, force, kee
 @user_errors
 def replay(store_path, run_ids, **options) -> None:
     """Replay runs from the store, offline, and print their scores."""
+    from ger_replay import jobs, tables
+
     source, options = _split(options)
     model = options.pop("model", None)
     results = jobs.replay(store_path, list(run_ids), source, model, **options)
@@ -162,6 +171,8 @@ def replay(store_path, run_ids, **options) -> None:
 def score(dataset, predictions, labels, definitions, store_path, run_id, first_candidate,
           as_json) -> None:
     """Score published predictions or a stored run with the paper's metrics."""
+    from ger_replay import imports, jobs, tables
+
     if run_id:
         result = jobs.score_run(store_path, run_id, first_candidate=first_candidate)
     elif dataset and predictions:
@@ -180,6 +191,8 @@ def score(dataset, predictions, labels, definitions, store_path, run_id, first_c
 @user_errors
 def report_command(store_path, out_dir) -> None:
     """Write the paper's tables, ablations, stability and confusion matrices."""
+    from ger_replay import report
+
     written = report.write(store_path, Path(out_dir))
     for path in written:
         click.echo(str(path))
@@ -202,6 +215,8 @@ def report_command(store_path, out_dir) -> None:
 @user_errors
 def sandbox_command(host, port, poison, **options) -> None:
     """Serve a local OpenAI-compatible endpoint that answers like GPT-4V did."""
+    from ger_replay import sandbox
+
     config = sandbox.SandboxConfig(poison=frozenset(poison), **options)
     click.echo(f"sandbox on http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
     sandbox.serve(config, host=host, port=port)
@@ -214,6 +229,8 @@ def sandbox_command(host, port, poison, **options) -> None:
 @user_errors
 def demo_command(folder, record_store) -> None:
     """Generate the synthetic demo datasets (images, videos, texts) into FOLDER."""
+    from ger_replay import demo
+
     definitions = demo.generate(Path(folder))
     click.echo(f"wrote {definitions}")
     if record_store:
@@ -231,6 +248,8 @@ def store_group() -> None:
 @user_errors
 def store_stats(store_path) -> None:
     """Counts of requests, attempts, images and runs."""
+    from ger_replay.store import Store
+
     with Store(store_path, create=False) as store:
         click.echo(json.dumps(store.stats(), indent=2))
 
@@ -240,6 +259,8 @@ def store_stats(store_path) -> None:
 @user_errors
 def store_verify(store_path) -> None:
     """Re-hash what is stored and report disagreements."""
+    from ger_replay.store import Store
+
     with Store(store_path, create=False) as store:
         problems = list(store.verify())
     for problem in problems:
@@ -254,4 +275,6 @@ def store_verify(store_path) -> None:
 @user_errors
 def store_export(store_path, run_id) -> None:
     """Print a run's predictions as CSV in the published format (name,gt,gpt4v)."""
+    from ger_replay import jobs
+
     click.echo(jobs.export_csv(store_path, run_id), nl=False)

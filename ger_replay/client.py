@@ -130,7 +130,9 @@ def _estimate(request: Request, image_bytes: Callable[[str], bytes]) -> int:
             with Image.open(io.BytesIO(image_bytes(digest))) as image:
                 sizes.append(image.size)
     chars = len(prompt) + sum(len(text or "") + 10 for _, _, text in items)
-    return request_tokens(chars, sizes, request.canonical.get("detail"))
+    details = [part["image_url"].get("detail") for part in request.canonical["messages"][-1]["content"]
+               if part["type"] == "image_url"]
+    return request_tokens(chars, sizes, details[0] if details else None)
 
 
 def _usage(usage: Any) -> dict[str, int]:

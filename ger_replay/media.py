@@ -17,6 +17,7 @@ import io
 import logging
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -134,7 +135,7 @@ def _sampled(container, stream, k: int, path: Path) -> list[np.ndarray]:
     first = next(container.decode(stream), None)
     if first is None or first.pts is None:
         raise MediaError(f"{path}: no decodable frame with a timestamp; re-encode the video")
-    clock = _Clock(first.pts, stream.time_base * Fraction(rate), slack=max(2, round(rate)))
+    clock = _Clock(first.pts, stream.time_base * Fraction(rate), Fraction(rate))
     picked = {0: first}
     for index in sorted(set(wanted) - {0}):
         picked[index] = _frame_at(container, stream, index, clock, path)
@@ -158,7 +159,7 @@ class _Clock:
 
     origin: int
     frames_per_pts: Fraction
-    slack: int  # frames a header's duration may overstate the stream by (about a second)
+    rate: Fraction
 
     def pts(self, index: int) -> int:
         return self.origin + round(index / self.frames_per_pts)
@@ -167,11 +168,24 @@ class _Clock:
         return round((pts - self.origin) * self.frames_per_pts)
 
 
+def _seek_points(index: int, rate: Fraction) -> Iterator[int | None]:
+    """Where to seek for a frame: at it, then ever further back, then the file's start (None).
+    Some demuxers (MPEG-TS) land on the keyframe after a timestamp rather than the one before."""
+    back = max(1, round(rate))
+    while index > 0:
+        yield index
+        index, back = index - back, back * 2
+    yield None
+
+
 def _frame_at(container, stream, index: int, clock: _Clock, path: Path):
-    """The frame on screen at time index/fps: seek to the keyframe before it, decode forward.
-    Frames are recognised by their own timestamps; a seek that lands late is retried from the start."""
-    for seek_to in (clock.pts(index), clock.origin):
-        container.seek(seek_to, stream=stream, backward=True)
+    """The frame on screen at time index/fps: seek to a keyframe before it and decode forward,
+    recognising frames by their own timestamps."""
+    for point in _seek_points(index, clock.rate):
+        if point is None:
+            container.seek(0)
+        else:
+            container.seek(clock.pts(point), stream=stream, backward=True)
         found, found_at, ended = None, -1, True
         for frame in container.decode(stream):
             if frame.pts is None:
@@ -184,11 +198,12 @@ def _frame_at(container, stream, index: int, clock: _Clock, path: Path):
             if at == index:
                 return frame
         if found is not None:
-            if ended and index - found_at > clock.slack:
+            # A header's duration may overstate the stream by a frame or two, not by a second.
+            if ended and index - found_at > max(2, clock.rate):
                 raise MediaError(f"{path}: the video stops at frame {found_at} but its header "
                                  f"promises frame {index}; it is probably truncated, replace it")
             return found
-        log.debug("%s: seeking to frame %d landed late; decoding from the start", path, index)
+        log.debug("%s: seeking for frame %d landed after it; seeking further back", path, index)
     raise MediaError(f"{path}: frame {index} cannot be decoded; re-encode the video")
 
 

@@ -177,6 +177,8 @@ class Media:
         for data in self.encode(name) if name else ():
             if media.sha256_hex(data) == digest:
                 return data
+        if name is None:
+            raise MediaError(f"image {digest[:12]} belongs to no sample of this run")
         raise MediaError(f"sample {name}: its media changed since the run was planned; rerun")
 
 

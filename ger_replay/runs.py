@@ -62,6 +62,10 @@ class Tally:
             self.prompt_tokens += reply.usage.get("prompt_tokens", 0)
             self.completion_tokens += reply.usage.get("completion_tokens", 0)
 
+    def flight(self, change: int) -> None:
+        with self._lock:
+            self.in_flight += change
+
     def batch(self, outcomes: dict[str, Outcome]) -> None:
         with self._lock:
             counts = Counter(outcome.status for outcome in outcomes.values())
@@ -117,21 +121,18 @@ def execute(plan: Plan, caller: Caller, *, store: Store | None = None,
                     judge=lambda attempt, request: judge(attempt, request, config.noun,
                                                          config.dataset.labels),
                     keep_answered=config.keep_answered)
-        with tally._lock:
-            tally.in_flight += 1
+        tally.flight(+1)
         try:
             found = walk.run(names)
         finally:
-            with tally._lock:
-                tally.in_flight -= 1
+            tally.flight(-1)
         if store is not None:
             store.save_calls(plan.run_id, index, walk.calls)
             store.save_predictions(plan.run_id, [
                 {"name": name, "status": o.status, "ranking": list(o.ranking or []) or None,
                  "key": o.key, "n": o.n, "diagnostics": o.diagnostics}
                 for name, o in found.items()])
-        with tally._lock:
-            outcomes.update(found)
+        outcomes.update(found)
         tally.batch(found)
         bar.set_postfix(tally.postfix(), refresh=False)
         bar.update(len(found))

@@ -8,6 +8,7 @@ schema carries its version in `PRAGMA user_version`, and WAL plus a busy timeout
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -306,8 +307,6 @@ class Store:
 
     def verify(self) -> Iterator[str]:
         """Disagreements between stored content and its hashes or references, one line each."""
-        import hashlib
-
         with self._lock:
             requests = list(self.db.execute("SELECT key, canonical FROM requests"))
             images = list(self.db.execute("SELECT sha256, bytes FROM images"))
