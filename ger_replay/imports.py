@@ -7,11 +7,11 @@ published label files write `x.mp4` where the predictions write `x`.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from .datasets import Dataset
 from .errors import ManifestError
+from .manifests import read_csv
 from .scoring import Row, Scores, score
 
 MEDIA_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".png", ".jpg", ".jpeg", ".bmp", ".npy")
@@ -26,13 +26,7 @@ def _key(name: str) -> str:
 
 
 def _read(path: Path, dataset: Dataset) -> list[tuple[str, str, str]]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: no such predictions file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ManifestError(f"{path}: cannot read it as CSV ({exc})") from None
+    rows = read_csv(path, "predictions")
     if not rows or [c.strip().lower() for c in rows[0][:2]] != ["name", "gt"]:
         raise ManifestError(f"{path}:1: expected the header name,gt,gpt4v")
     found = []

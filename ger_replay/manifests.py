@@ -39,18 +39,23 @@ class Skipped:
     reason: str
 
 
+def read_csv(path: Path, what: str) -> list[list[str]]:
+    """The rows of a UTF-8 CSV file (a BOM is fine), or a one-line error naming it."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return list(csv.reader(handle))
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such {what} file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError(f"{path}: cannot read the {what} ({exc})") from None
+
+
 def read(path: str | Path, dataset: Dataset, input_kind: str, root: str | Path | None = None,
          *, skip_bad: bool = False) -> tuple[list[Sample], list[Skipped]]:
     """The samples of a manifest, checked against the dataset; bad rows raise or are skipped."""
     path = Path(path)
     root = Path(root) if root is not None else path.parent
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: no such manifest file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ManifestError(f"{path}: cannot read the manifest ({exc})") from None
+    rows = read_csv(path, "manifest")
     if not rows:
         raise ManifestError(f"{path}: the manifest is empty; it needs a header `name,label`")
     header = [column.strip().lower() for column in rows[0]]
