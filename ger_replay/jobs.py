@@ -81,8 +81,9 @@ def plan_run(source: Source, model: str, store: Store | None = None, progress: b
                                       source.root or dataset.root, skip_bad=source.skip_bad)
     with tqdm(total=len(samples), desc="encoding media", unit="sample",
               disable=not progress, leave=False) as bar:
-        plan, media = plans.make(config, samples, store, progress=bar)
-    return plan, media, skipped
+        plan, media, unreadable = plans.make(config, samples, store, progress=bar,
+                                             skip_bad=source.skip_bad)
+    return plan, media, skipped + unreadable
 
 
 def record(store_path: str | Path, source: Source, model: str, endpoint: Endpoint, *,

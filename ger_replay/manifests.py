@@ -28,6 +28,7 @@ class Sample:
     media: Path | None = None
     text: str | None = None
     text_path: Path | None = None
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def read(path: str | Path, dataset: Dataset, input_kind: str, root: str | Path |
             continue
         name = row[0].strip() if row else ""
         try:
-            sample = checker.check(row)
+            sample = checker.check(row, line)
             if sample.name in seen:
                 raise ValueError(f"duplicate name {sample.name!r} (first on line {seen[sample.name]})")
         except ValueError as exc:
@@ -97,7 +98,7 @@ class _RowChecker:
         self.labels = {label.lower() for label in dataset.labels}
         self._listing: dict[str, list[Path]] | None = None
 
-    def check(self, row: list[str]) -> Sample:
+    def check(self, row: list[str], line: int) -> Sample:
         if len(row) != len(self.header):
             raise ValueError(f"{len(row)} fields where the header has {len(self.header)}")
         values = {column: cell.strip() for column, cell in zip(self.header, row)}
@@ -114,7 +115,8 @@ class _RowChecker:
                 raise ValueError(f"sample {name!r}: text file {text_path} does not exist")
         if self.input_kind in TEXT_INPUTS and text is None and text_path is None:
             raise ValueError(f"sample {name!r}: input {self.input_kind!r} needs a text or text_path")
-        return Sample(name=name, label=label, media=media, text=text, text_path=text_path)
+        return Sample(name=name, label=label, media=media, text=text, text_path=text_path,
+                      line=line)
 
     def _check_label(self, name: str, label: str) -> None:
         if self.dataset.ground_truth == "intensity":

@@ -105,52 +105,59 @@ def video_frames(path: str | Path, k: int, *, grey: bool = False,
         return _folder_frames(path, k, grey, max_side)
     _check_file(path)
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MediaError(f"{path}: no video stream (audio only?); "
-                                 "give a video file or a folder of frames")
-            pictures = _sampled(container, container.streams.video[0], k, path)
+        pictures = _seeked(path, k)
+        if pictures is None:
+            # No frame count, duration or rate in the header: count by decoding (each frame
+            # dropped as it comes), then decode again keeping only the wanted ones.
+            log.debug("%s: no frame count or duration in the header; counting by decoding", path)
+            wanted = sample_indices(sum(1 for _ in _decoded(path)), k)
+            keep = set(wanted)
+            picked = {i: frame for i, frame in enumerate(_decoded(path)) if i in keep}
+            pictures = [picked[i] for i in wanted]
     except MediaError:
         raise
     except _AV_ERRORS as exc:
         raise MediaError(f"{path}: not a readable video ({_reason(exc)}); "
                          "replace or skip the sample") from None
-    return [encode_frame(picture, grey=grey, max_side=max_side) for picture in pictures]
+    return [encode_frame(picture.to_ndarray(format="rgb24"), grey=grey, max_side=max_side)
+            for picture in pictures]
 
 
-def _sampled(container, stream, k: int, path: Path) -> list[np.ndarray]:
-    """The sampled frames as RGB arrays; only the wanted frames are ever held."""
-    rate = stream.average_rate or stream.guessed_rate
-    count = _header_count(container, stream, rate)
-    if count is None or not rate:
-        # No usable header: count by decoding (frames dropped as they come), then pick by position.
-        log.debug("%s: no frame count or rate in the header; counting by decoding", path)
-        wanted = sample_indices(sum(1 for _ in container.decode(stream)), k)
-        container.seek(0)
-        keep = set(wanted)
-        picked = {i: frame for i, frame in enumerate(container.decode(stream)) if i in keep}
-        return [picked[i].to_ndarray(format="rgb24") for i in wanted]
-    wanted = sample_indices(count, k)
-    log.debug("%s: %d frames at %s fps, sampling %s", path, count, rate, wanted)
-    first = next(container.decode(stream), None)
-    if first is None or first.pts is None:
-        raise MediaError(f"{path}: no decodable frame with a timestamp; re-encode the video")
-    clock = _Clock(first.pts, stream.time_base * Fraction(rate), Fraction(rate))
-    picked = {0: first}
-    for index in sorted(set(wanted) - {0}):
-        picked[index] = _frame_at(container, stream, index, clock, path)
-    return [picked[i].to_ndarray(format="rgb24") for i in wanted]
+def _decoded(path: Path) -> Iterator:
+    with av.open(str(path)) as container:
+        yield from container.decode(_video_stream(container, path))
 
 
-def _header_count(container, stream, rate) -> int | None:
-    """Frames in the stream from the header: its frame count, else duration times frame rate."""
-    if stream.frames:
-        return stream.frames
-    if rate and stream.duration:
-        return round(stream.duration * stream.time_base * rate)
-    if rate and container.duration:
-        return round(Fraction(container.duration, av.time_base) * rate)
-    return None
+def _video_stream(container, path: Path):
+    if not container.streams.video:
+        raise MediaError(f"{path}: no video stream (audio only?); "
+                         "give a video file or a folder of frames")
+    return container.streams.video[0]
+
+
+def _seeked(path: Path, k: int) -> list | None:
+    """The sampled frames, each reached by seeking; None when the header cannot tell how many
+    frames there are. Only the wanted frames are ever held."""
+    with av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        rate = stream.average_rate or stream.guessed_rate
+        duration = (stream.duration and stream.duration * stream.time_base
+                    or container.duration and Fraction(container.duration, av.time_base))
+        if not rate or not (stream.frames or duration):
+            return None
+        first = next(container.decode(stream), None)
+        if first is None or first.pts is None:
+            raise MediaError(f"{path}: no decodable frame with a timestamp; re-encode the video")
+        clock = _Clock(first.pts, stream.time_base * Fraction(rate), Fraction(rate))
+        # Containers that store a duration but no frame count (Matroska, WebM, MPEG-TS) disagree
+        # on whether it includes the start offset, so the count comes from the last frame.
+        count = stream.frames or _count_from_end(container, stream, clock, round(duration * rate))
+        wanted = sample_indices(count, k)
+        log.debug("%s: %d frames at %s fps, sampling %s", path, count, rate, wanted)
+        picked = {0: first}
+        for index in sorted(set(wanted) - {0}):
+            picked[index] = _frame_at(container, stream, index, clock, path)
+        return [picked[i] for i in wanted]
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,13 @@ class _Clock:
         return round((pts - self.origin) * self.frames_per_pts)
 
 
+def _seek(container, stream, clock: _Clock, index: int | None) -> None:
+    if index is None:
+        container.seek(0)
+    else:
+        container.seek(clock.pts(index), stream=stream, backward=True)
+
+
 def _seek_points(index: int, rate: Fraction) -> Iterator[int | None]:
     """Where to seek for a frame: at it, then ever further back, then the file's start (None).
     Some demuxers (MPEG-TS) land on the keyframe after a timestamp rather than the one before."""
@@ -178,14 +192,22 @@ def _seek_points(index: int, rate: Fraction) -> Iterator[int | None]:
     yield None
 
 
+def _count_from_end(container, stream, clock: _Clock, estimate: int) -> int:
+    """Frames in the stream: seek near its estimated end and decode the last stretch."""
+    for point in _seek_points(estimate, clock.rate):
+        _seek(container, stream, clock, point)
+        last = max((frame.pts for frame in container.decode(stream) if frame.pts is not None),
+                   default=None)
+        if last is not None:
+            return clock.index(last) + 1
+    return 0
+
+
 def _frame_at(container, stream, index: int, clock: _Clock, path: Path):
     """The frame on screen at time index/fps: seek to a keyframe before it and decode forward,
     recognising frames by their own timestamps."""
     for point in _seek_points(index, clock.rate):
-        if point is None:
-            container.seek(0)
-        else:
-            container.seek(clock.pts(point), stream=stream, backward=True)
+        _seek(container, stream, clock, point)
         found, found_at, ended = None, -1, True
         for frame in container.decode(stream):
             if frame.pts is None:
@@ -198,7 +220,6 @@ def _frame_at(container, stream, index: int, clock: _Clock, path: Path):
             if at == index:
                 return frame
         if found is not None:
-            # A header's duration may overstate the stream by a frame or two, not by a second.
             if ended and index - found_at > max(2, clock.rate):
                 raise MediaError(f"{path}: the video stops at frame {found_at} but its header "
                                  f"promises frame {index}; it is probably truncated, replace it")

@@ -17,7 +17,7 @@ from typing import Any
 from . import media
 from .datasets import Dataset
 from .errors import MediaError
-from .manifests import Sample
+from .manifests import Sample, Skipped
 from .prompts import NOUNS, TemplateSet
 from .requests import BATCH_SIZES, Item, Params, Request, batch_order, build, chunk
 from .store import Store
@@ -183,28 +183,39 @@ class Media:
 
 
 def make(config: RunConfig, samples: Sequence[Sample], store: Store | None = None,
-         progress: Any = None) -> tuple[Plan, Media]:
+         progress: Any = None, skip_bad: bool = False) -> tuple[Plan, Media, list[Skipped]]:
     """Encode every sample's media, batch the samples, and name the run after its content.
 
     With a store, image hashes (and bytes, if the store keeps them) are remembered as they come.
+    With `skip_bad`, samples whose media cannot be decoded are left out and listed.
     """
     source = Media(config, samples)
-    order = batch_order([s.name for s in samples], config.shuffle_seed)
-    batch_of = {name: index for index, batch in enumerate(chunk(order, config.batch_size))
-                for name in batch}
-    by_name = {s.name: s for s in samples}
-    planned = []
-    for position, name in enumerate(order):
-        digests = source.hashes(name)
+    encoded: dict[str, tuple[tuple[str, ...], str | None]] = {}
+    skipped: list[Skipped] = []
+    for sample in samples:
+        try:
+            digests = source.hashes(sample.name)
+            encoded[sample.name] = digests, source.text(sample.name)
+        except MediaError as exc:
+            if not skip_bad:
+                raise
+            skipped.append(Skipped(sample.line, sample.name, str(exc)))
+            continue
+        finally:
+            if progress is not None:
+                progress.update(1)
         if store is not None:
             for digest in digests:
                 store.put_image(digest, source.image_bytes(digest))
-        planned.append(PlannedSample(name, by_name[name].label, source.text(name), digests,
-                                     batch_of[name], position))
-        if progress is not None:
-            progress.update(1)
+    if not encoded:
+        raise MediaError("no sample has readable media; nothing to run")
+    order = batch_order(list(encoded), config.shuffle_seed)
+    batch_of = {name: index for index, batch in enumerate(chunk(order, config.batch_size))
+                for name in batch}
+    labels = {s.name: s.label for s in samples}
+    planned = tuple(PlannedSample(name, labels[name], encoded[name][1], encoded[name][0],
+                                  batch_of[name], position) for position, name in enumerate(order))
     identity = json.dumps([config.to_json(), [asdict(s) for s in planned]], sort_keys=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
     run_id = f"{config.dataset.name}.{config.input_kind.replace('+', '-')}.{digest}"
-    return Plan(run_id, config, tuple(planned)), source
-
+    return Plan(run_id, config, planned), source, skipped

@@ -89,6 +89,11 @@ def test_bad_media_is_named_and_stored_work_is_kept(tmp_path, monkeypatch):
         empty = CliRunner().invoke(cli, [str(a) for a in args])
         manifest.write_text("name,label\nb,happy\nc,fear\n")
         corrupt = CliRunner().invoke(cli, [str(a) for a in args])
+        manifest.write_text("name,label\nb,happy\nc,fear\na,anger\n")
+        skipping = run(*args, "--skip-bad")
+    assert skipping.exit_code == 0
+    assert "skipped line 3 (c):" in skipping.output and "skipped line 4 (a):" in skipping.output
+    assert "1 answered, 0 refused, 0 failed of 1 samples" in skipping.output
     assert empty.exit_code == 1 and "a.png: the file is empty" in empty.output
     assert corrupt.exit_code == 1 and "c.png: not a readable image" in corrupt.output
     with Store(tmp_path / "cache.db") as store:
