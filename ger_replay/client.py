@@ -61,13 +61,14 @@ class Transport:
     """One chat-completions call through the `openai` SDK over HTTP."""
 
     def __init__(self, base_url: str | None, api_key: str | None, timeout: float = 120.0):
-        if not api_key:
-            raise ApiError("no API key: set OPENAI_API_KEY (or the variable named by --api-key-env)")
+        # No key is fine until a call must be paid for: a stored run re-records without one.
         # The SDK's own retries are off: ours honour our limiter and log every transient error.
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout,
-                                     max_retries=0)
+                                     max_retries=0) if api_key else None
 
     def send(self, body: dict[str, Any]) -> Reply:
+        if self._client is None:
+            raise ApiError("no API key: set OPENAI_API_KEY (or the variable named by --api-key-env)")
         started = time.monotonic()
         try:
             response = self._client.chat.completions.with_raw_response.create(**body)

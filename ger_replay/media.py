@@ -107,13 +107,7 @@ def video_frames(path: str | Path, k: int, *, grey: bool = False,
     try:
         pictures = _seeked(path, k)
         if pictures is None:
-            # No frame count, duration or rate in the header: count by decoding (each frame
-            # dropped as it comes), then decode again keeping only the wanted ones.
-            log.debug("%s: no frame count or duration in the header; counting by decoding", path)
-            wanted = sample_indices(sum(1 for _ in _decoded(path)), k)
-            keep = set(wanted)
-            picked = {i: frame for i, frame in enumerate(_decoded(path)) if i in keep}
-            pictures = [picked[i] for i in wanted]
+            pictures = _by_position(path, k)
     except MediaError:
         raise
     except _AV_ERRORS as exc:
@@ -123,11 +117,6 @@ def video_frames(path: str | Path, k: int, *, grey: bool = False,
             for picture in pictures]
 
 
-def _decoded(path: Path) -> Iterator:
-    with av.open(str(path)) as container:
-        yield from container.decode(_video_stream(container, path))
-
-
 def _video_stream(container, path: Path):
     if not container.streams.video:
         raise MediaError(f"{path}: no video stream (audio only?); "
@@ -135,29 +124,60 @@ def _video_stream(container, path: Path):
     return container.streams.video[0]
 
 
+def _wanted(path: Path, count: int, k: int) -> list[int]:
+    if count <= 0:
+        raise MediaError(f"{path}: no decodable video frame; replace or re-encode the video")
+    return sample_indices(count, k)
+
+
 def _seeked(path: Path, k: int) -> list | None:
-    """The sampled frames, each reached by seeking; None when the header cannot tell how many
-    frames there are. Only the wanted frames are ever held."""
+    """The sampled frames, each reached by seeking; only the wanted frames are ever held.
+    None when the header gives no frame count or duration, or frames carry no timestamps."""
     with av.open(str(path)) as container:
         stream = _video_stream(container, path)
         rate = stream.average_rate or stream.guessed_rate
-        duration = (stream.duration and stream.duration * stream.time_base
-                    or container.duration and Fraction(container.duration, av.time_base))
+        duration = None
+        if stream.duration:
+            duration = stream.duration * stream.time_base
+        elif container.duration:
+            duration = Fraction(container.duration, av.time_base)
         if not rate or not (stream.frames or duration):
             return None
         first = next(container.decode(stream), None)
-        if first is None or first.pts is None:
-            raise MediaError(f"{path}: no decodable frame with a timestamp; re-encode the video")
+        if first is None:
+            _wanted(path, 0, k)
+        if first.pts is None:
+            return None
         clock = _Clock(first.pts, stream.time_base * Fraction(rate), Fraction(rate))
-        # Containers that store a duration but no frame count (Matroska, WebM, MPEG-TS) disagree
-        # on whether it includes the start offset, so the count comes from the last frame.
-        count = stream.frames or _count_from_end(container, stream, clock, round(duration * rate))
-        wanted = sample_indices(count, k)
+        count = stream.frames
+        if not count:
+            # Containers that store a duration but no frame count (Matroska, WebM, MPEG-TS)
+            # disagree on whether it includes the start offset: count up to the last frame.
+            estimate = round(duration * rate)
+            count = _count_from_end(container, stream, clock, estimate)
+            if abs(count - estimate) > max(2, rate):
+                log.warning("%s: the header suggests %d frames but the stream holds %d; "
+                            "the file may be truncated", path, estimate, count)
+        wanted = _wanted(path, count, k)
         log.debug("%s: %d frames at %s fps, sampling %s", path, count, rate, wanted)
         picked = {0: first}
         for index in sorted(set(wanted) - {0}):
             picked[index] = _frame_at(container, stream, index, clock, path)
         return [picked[i] for i in wanted]
+
+
+def _by_position(path: Path, k: int) -> list:
+    """Fallback without a usable header: count the frames by decoding (each dropped as it
+    comes), then decode again keeping only the wanted ones. Costs two full decodes."""
+    log.debug("%s: no frame count, duration or timestamps; counting by decoding", path)
+    with av.open(str(path)) as container:
+        count = sum(1 for _ in container.decode(_video_stream(container, path)))
+    wanted = _wanted(path, count, k)
+    keep = set(wanted)
+    with av.open(str(path)) as container:
+        frames = container.decode(_video_stream(container, path))
+        picked = {i: frame for i, frame in enumerate(frames) if i in keep}
+    return [picked[i] for i in wanted]
 
 
 @dataclass(frozen=True)

@@ -118,5 +118,7 @@ def test_daily_limit_and_bad_key_stop_the_run(tmp_path):
         caller(request(), 0, BY_HASH.__getitem__)
         with pytest.raises(DailyLimitReached, match="per-day"):
             caller(request(), 1, BY_HASH.__getitem__)
+    keyless = Caller(store, "record", Transport("http://127.0.0.1:9/v1", ""))
+    assert keyless(request(), 0, BY_HASH.__getitem__).status == "answered"
     with pytest.raises(ApiError, match="no API key"):
-        Transport("http://127.0.0.1:9/v1", "")
+        keyless(request(), 5, BY_HASH.__getitem__)
