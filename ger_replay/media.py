@@ -124,12 +124,6 @@ def _video_stream(container, path: Path):
     return container.streams.video[0]
 
 
-def _wanted(path: Path, count: int, k: int) -> list[int]:
-    if count <= 0:
-        raise MediaError(f"{path}: no decodable video frame; replace or re-encode the video")
-    return sample_indices(count, k)
-
-
 def _seeked(path: Path, k: int) -> list | None:
     """The sampled frames, each reached by seeking; only the wanted frames are ever held.
     None when the header gives no frame count or duration, or frames carry no timestamps."""
@@ -145,7 +139,7 @@ def _seeked(path: Path, k: int) -> list | None:
             return None
         first = next(container.decode(stream), None)
         if first is None:
-            _wanted(path, 0, k)
+            raise MediaError(f"{path}: no decodable video frame; replace or re-encode the video")
         if first.pts is None:
             return None
         clock = _Clock(first.pts, stream.time_base * Fraction(rate), Fraction(rate))
@@ -158,7 +152,7 @@ def _seeked(path: Path, k: int) -> list | None:
             if abs(count - estimate) > max(2, rate):
                 log.warning("%s: the header suggests %d frames but the stream holds %d; "
                             "the file may be truncated", path, estimate, count)
-        wanted = _wanted(path, count, k)
+        wanted = sample_indices(count, k)
         log.debug("%s: %d frames at %s fps, sampling %s", path, count, rate, wanted)
         picked = {0: first}
         for index in sorted(set(wanted) - {0}):
@@ -172,7 +166,9 @@ def _by_position(path: Path, k: int) -> list:
     log.debug("%s: no frame count, duration or timestamps; counting by decoding", path)
     with av.open(str(path)) as container:
         count = sum(1 for _ in container.decode(_video_stream(container, path)))
-    wanted = _wanted(path, count, k)
+    if not count:
+        raise MediaError(f"{path}: no decodable video frame; replace or re-encode the video")
+    wanted = sample_indices(count, k)
     keep = set(wanted)
     with av.open(str(path)) as container:
         frames = container.decode(_video_stream(container, path))

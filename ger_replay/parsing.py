@@ -23,6 +23,7 @@ _RESULT_FIELD = re.compile(
 _KEYED = re.compile(r"""["']?([A-Za-z]+[ _-]?\d+)["']?\s*:\s*(\[[^\]]*\]|"[^"]*"|'[^']*')""")
 _LINE = re.compile(r"""^\s*(?:[-*•+]\s+|\d+\s*[.)]\s+|#+\s*)?(?:\*\*|__)?\s*["']?"""
                    r"""([A-Za-z]+[ _-]?\d+)["']?\s*(?:\*\*|__)?\s*(?:[:=–—]|-\s)\s*(.+?)\s*$""")
+_NAME = re.compile(r"[A-Za-z]+[ _-]?\d+")
 _QUOTED = re.compile(r""""([^"]*)"|'([^']*)'""")
 _SEPARATORS = re.compile(r"\s*(?:,|>|;|\||→|\n|\band then\b|\bthen\b)\s*")
 _NUMBERING = re.compile(r"^\s*\d+\s*[.)]\s+")
@@ -137,6 +138,10 @@ def _entries(text: str) -> list[tuple[str, list[str]]]:
     if found:
         return found
     for line in text.splitlines():
+        cells = line.strip().strip("|").split("|") if line.lstrip().startswith("|") else []
+        if len(cells) >= 2 and _NAME.fullmatch(cells[0].strip(" *`'\"")):
+            found.append((cells[0].strip(" *`'\""), _ranking(",".join(cells[1:]))))
+            continue
         match = _LINE.match(line)
         if match:
             found.append((match.group(1), _ranking(match.group(2))))

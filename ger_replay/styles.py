@@ -45,6 +45,11 @@ def markdown_bullets(answers: Sequence[Answer]) -> str:
     return "\n".join(f"- **{n}**: {' > '.join(r)}" for n, r in answers)
 
 
+def markdown_table(answers: Sequence[Answer]) -> str:
+    rows = [f"| {n} | {', '.join(r)} |" for n, r in answers]
+    return "\n".join(["| name | result |", "|---|---|", *rows])
+
+
 STYLES: dict[str, Callable[[Sequence[Answer]], str]] = {
     "python_lines": python_lines,
     "python_list": python_list,
@@ -54,6 +59,7 @@ STYLES: dict[str, Callable[[Sequence[Answer]], str]] = {
     "numbered": numbered,
     "keyed_dict": keyed_dict,
     "markdown_bullets": markdown_bullets,
+    "markdown_table": markdown_table,
 }
 
 
