@@ -207,6 +207,10 @@ class _Server(ThreadingHTTPServer):
         self.config = config
         self.state = _State()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (a killed `ger record`) is routine here, not a traceback."""
+        log.debug("connection from %s ended abruptly", client_address, exc_info=True)
+
     def stats(self) -> dict[str, Any]:
         with self.state.lock:
             return {"calls": self.state.calls, "rate_limited": self.state.rate_limited,
