@@ -217,6 +217,7 @@ def sandbox_command(host, port, poison, **options) -> None:
     """Serve a local OpenAI-compatible endpoint that answers like GPT-4V did."""
     from ger_replay import sandbox
 
+    logging.getLogger("ger_replay.sandbox").setLevel(logging.INFO)  # one line per request
     config = sandbox.SandboxConfig(poison=frozenset(poison), **options)
     click.echo(f"sandbox on http://{host}:{port}/v1 (Ctrl-C to stop)", err=True)
     sandbox.serve(config, host=host, port=port)

@@ -25,6 +25,7 @@ from typing import Any
 from PIL import Image
 
 from . import styles
+from .limits import image_tokens
 from .requests import canonical_from_body, items_of, key_of
 
 log = logging.getLogger(__name__)
@@ -34,21 +35,30 @@ DEFAULT_LABELS = ("happy", "sad", "angry", "neutral")
 REFUSALS = ("refuse_400", "refuse_filter", "refuse_field", "refuse_text")
 PROSE = ("", "Here are the results:", "Sure! Based on the visual cues, here is my ranking.",
          "Note: these judgements are approximate.")
+CREATED = 1700000000
+SAFETY = "Your input image may contain content that is not allowed by our safety system."
+REFUSAL_FIELD = "I'm sorry, I can't assist with that."
+REFUSAL_TEXT = ("I'm sorry, but I can't help with identifying or making assumptions about people "
+                "in images.")
+SERVER_ERRORS = {500: "The server had an error while processing your request. Sorry about that!",
+                 503: "The engine is currently overloaded, please try again later."}
 
 
 @dataclass(frozen=True)
 class SandboxConfig:
+    """How the sandbox behaves; every rate is a share of calls, decided per (key, nth call)."""
+
     seed: int = 0
     accuracy: float = 0.8
     refusal_rate: float = 0.0
-    poison: frozenset[str] = frozenset()
+    poison: frozenset[str] = frozenset()  # SHA-256 of image bytes or sample text: always refused
     drop_rate: float = 0.0
     extra_rate: float = 0.0
     error_rate: float = 0.0
     rpm: int | None = None
     tpm: int | None = None
     rpd: int | None = None
-    window: float = 60.0
+    window: float = 60.0  # the rpm/tpm window in seconds; tests shrink it (and the budget) to 1 s
     latency: float = 0.0
     styles: tuple[str, ...] = tuple(styles.STYLES)
 
@@ -75,6 +85,13 @@ def outcome(config: SandboxConfig, key: str, nth: int, poisoned: bool) -> str:
     return "ok"
 
 
+def poisoned(config: SandboxConfig, canonical: dict[str, Any]) -> bool:
+    """Whether any image or sample text of the request is on the poison list."""
+    _, items = items_of(canonical)
+    return any(digest in config.poison for _, digests, _ in items for digest in digests) or any(
+        hashlib.sha256(text.encode()).hexdigest() in config.poison for _, _, text in items if text)
+
+
 def labels_of(prompt: str) -> tuple[str, ...]:
     """The candidate labels a prompt offers (a Python list after "categories:")."""
     match = re.search(r"categories:\s*(\[[^\]]*\])", prompt)
@@ -86,7 +103,10 @@ def labels_of(prompt: str) -> tuple[str, ...]:
 
 
 def shown_label(text: str | None, images: list[bytes], labels: tuple[str, ...]) -> int | None:
-    """The label a sample "shows": one its text names, else its images' hue (demo convention)."""
+    """The label a sample "shows": one its text names, else its first image's hue (demo convention).
+
+    Hue is that of the mean colour, mapped to label `round(hue * L) % L`; grey shows nothing.
+    """
     if text:
         lowered = text.lower()
         for label in sorted(labels, key=len, reverse=True):
@@ -129,65 +149,26 @@ def answer(config: SandboxConfig, key: str, nth: int, canonical: dict[str, Any],
     return styles.render(style, answers, before=before)
 
 
-@dataclass
-class _State:
-    """Counters shared by the server's threads."""
+def prompt_tokens(canonical: dict[str, Any], images: dict[str, bytes]) -> int:
+    """Input tokens, estimated: text characters / 4, plus the published tile rule per image.
 
-    served: Counter = field(default_factory=Counter)
-    calls: int = 0
-    rate_limited: int = 0
-    refused: int = 0
-    errors: int = 0
-    day: int = 0
-    recent: deque = field(default_factory=deque)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
-
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        if self.path.rstrip("/") == "/v1/models":
-            self._send(200, {"object": "list", "data": [
-                {"id": m, "object": "model", "created": 0, "owned_by": "ger"} for m in MODELS]})
-        elif self.path.rstrip("/") == "/sandbox/stats":
-            self._send(200, self.server.stats())
-        else:
-            self._send(404, _error(f"no route {self.path}", "invalid_request_error", None))
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length)
-        if self.path.rstrip("/") == "/sandbox/new-day":
-            self.server.new_day()
-            self._send(200, {"ok": True})
-            return
-        if self.path.rstrip("/") != "/v1/chat/completions":
-            self._send(404, _error(f"no route {self.path}", "invalid_request_error", None))
-            return
-        try:
-            body = json.loads(raw)
-            canonical, images = canonical_from_body(body)
-            items_of(canonical)
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            self._send(400, _error(f"malformed request: {exc}", "invalid_request_error", None))
-            return
-        self._send(*self.server.complete(canonical, images))
+    The tile rule is `limits.image_tokens` (85 for a low-detail image, else 85 + 170 per 512-px
+    tile), so a client pacing itself with `limits.request_tokens` meets this sandbox's budget.
+    Raises OSError (PIL's UnidentifiedImageError) for an image that cannot be decoded.
+    """
+    chars, tokens = 0, 0
+    for part in canonical["messages"][-1]["content"]:
+        if part.get("type") == "text":
+            chars += len(part["text"])
+            continue
+        image_url = part.get("image_url") or {}
+        data = images.get(image_url.get("url", "").removeprefix("sha256:"))
+        if data is None:
+            tokens += 85
+            continue
+        with Image.open(io.BytesIO(data)) as image:
+            tokens += image_tokens(*image.size, image_url.get("detail"))
+    return chars // 4 + tokens
 
 
 def _error(message: str, kind: str, code: str | None) -> dict[str, Any]:
@@ -195,8 +176,166 @@ def _error(message: str, kind: str, code: str | None) -> dict[str, Any]:
 
 
 def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(max(0.0, seconds), 60)
-    return f"{int(minutes)}m{seconds:.3f}s" if minutes else f"{seconds:.3f}s"
+    """OpenAI's reset format: `17ms`, `1.2s`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, seconds = divmod(seconds, 60)
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+def _completion(key: str, nth: int, model: str, content: str | None, refusal: str | None,
+                finish: str, prompt: int) -> dict[str, Any]:
+    completion = len(content or "") // 4
+    return {
+        "id": f"chatcmpl-{key[:12]}-{nth}", "object": "chat.completion", "created": CREATED,
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
+                     "message": {"role": "assistant", "content": content, "refusal": refusal}}],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion},
+    }
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+class _Meter:
+    """Requests and tokens in the sliding window, and requests today; the server's lock guards it."""
+
+    def __init__(self, config: SandboxConfig):
+        self.config = config
+        self.requests: deque[float] = deque()
+        self.tokens: deque[tuple[float, int]] = deque()
+        self.day = 0
+
+    def _budget(self, per_minute: int) -> int:
+        return max(1, round(per_minute * self.config.window / 60))
+
+    def _expire(self, now: float) -> None:
+        while self.requests and self.requests[0] <= now - self.config.window:
+            self.requests.popleft()
+        while self.tokens and self.tokens[0][0] <= now - self.config.window:
+            self.tokens.popleft()
+
+    def refuse(self, tokens: int, now: float) -> _Reply | None:
+        """A 429 when a request of `tokens` does not fit a limit, else None."""
+        config = self.config
+        self._expire(now)
+        if config.rpd is not None and self.day >= config.rpd:
+            message = (f"Rate limit reached for requests per day (RPD): Limit {config.rpd}, "
+                       f"Used {self.day}, Requested 1. Please try again tomorrow.")
+            return _Reply(429, _error(message, "requests", "rate_limit_exceeded"),
+                          {"retry-after": "86400"}, "429 rpd")
+        wait, message = 0.0, ""
+        if config.rpm is not None and len(self.requests) >= self._budget(config.rpm):
+            wait = self.requests[0] + config.window - now
+            message = (f"Rate limit reached for requests per min (RPM): Limit {config.rpm}, "
+                       f"Used {len(self.requests)}, Requested 1.")
+        elif config.tpm is not None and self.tokens:
+            used, budget = sum(spent for _, spent in self.tokens), self._budget(config.tpm)
+            if used + tokens > budget:
+                # a request larger than the whole budget passes once the window is empty
+                freed, wait = 0, self.tokens[-1][0] + config.window - now
+                for at, spent in self.tokens:
+                    freed += spent
+                    if used - freed + tokens <= budget:
+                        wait = at + config.window - now
+                        break
+                message = (f"Rate limit reached for tokens per min (TPM): Limit {config.tpm}, "
+                           f"Used {used}, Requested {tokens}.")
+        if not message:
+            return None
+        message += f" Please try again in {_duration(wait)}."
+        millis = max(1, round(wait * 1000))
+        headers = {"retry-after": f"{millis / 1000:.3f}", "retry-after-ms": str(millis),
+                   **self.headers(now)}
+        return _Reply(429, _error(message, "requests", "rate_limit_exceeded"), headers, "429")
+
+    def spend(self, tokens: int, now: float) -> None:
+        self.requests.append(now)
+        self.tokens.append((now, tokens))
+        self.day += 1
+
+    def headers(self, now: float) -> dict[str, str]:
+        """The `x-ratelimit-*` headers of the limits that are set."""
+        config, found = self.config, {}
+        if config.rpm is not None:
+            reset = self.requests[0] + config.window - now if self.requests else 0.0
+            found.update({
+                "x-ratelimit-limit-requests": str(config.rpm),
+                "x-ratelimit-remaining-requests": str(
+                    max(0, self._budget(config.rpm) - len(self.requests))),
+                "x-ratelimit-reset-requests": _duration(reset)})
+        if config.tpm is not None:
+            used = sum(spent for _, spent in self.tokens)
+            reset = self.tokens[0][0] + config.window - now if self.tokens else 0.0
+            found.update({
+                "x-ratelimit-limit-tokens": str(config.tpm),
+                "x-ratelimit-remaining-tokens": str(max(0, self._budget(config.tpm) - used)),
+                "x-ratelimit-reset-tokens": _duration(reset)})
+        return found
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
+    note = ""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # The request line only (never headers, so never the Authorization header).
+        suffix = f" {self.note}" if self.note else ""
+        log.info("%s %s -> %s%s", self.command, self.path, code, suffix)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.info("%s %s", self.address_string(), format % args)
+
+    def _send(self, reply: _Reply) -> None:
+        self.note = reply.note
+        data = json.dumps(reply.body).encode()
+        self.send_response(reply.status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _not_found(self) -> None:
+        self._send(_Reply(404, _error(f"no route {self.command} {self.path}",
+                                      "invalid_request_error", "unknown_url")))
+
+    def do_GET(self) -> None:
+        route = self.path.rstrip("/")
+        if route == "/v1/models":
+            self._send(_Reply(200, {"object": "list", "data": [
+                {"id": m, "object": "model", "created": CREATED, "owned_by": "ger"}
+                for m in MODELS]}))
+        elif route == "/sandbox/stats":
+            self._send(_Reply(200, self.server.stats()))
+        else:
+            self._not_found()
+
+    def do_POST(self) -> None:
+        try:
+            raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        except ValueError:
+            self._send(_Reply(400, _error("bad content-length", "invalid_request_error", None)))
+            return
+        route = self.path.rstrip("/")
+        if route == "/sandbox/new-day":
+            self.server.new_day()
+            self._send(_Reply(200, {"ok": True}))
+        elif route == "/v1/chat/completions":
+            self._send(self.server.complete(raw))
+        else:
+            self._not_found()
 
 
 class _Server(ThreadingHTTPServer):
@@ -205,106 +344,79 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], config: SandboxConfig):
         super().__init__(address, _Handler)
         self.config = config
-        self.state = _State()
+        self.lock = threading.Lock()
+        self.meter = _Meter(config)
+        self.served: Counter[str] = Counter()
+        self.counts = Counter({"calls": 0, "rate_limited": 0, "refused": 0, "errors": 0})
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (a killed `ger record`) is routine here, not a traceback."""
         log.debug("connection from %s ended abruptly", client_address, exc_info=True)
 
     def stats(self) -> dict[str, Any]:
-        with self.state.lock:
-            return {"calls": self.state.calls, "rate_limited": self.state.rate_limited,
-                    "refused": self.state.refused, "errors": self.state.errors,
-                    "day": self.state.day, "by_key": dict(self.state.served)}
+        with self.lock:
+            return {**self.counts, "day": self.meter.day, "by_key": dict(self.served)}
 
     def new_day(self) -> None:
-        with self.state.lock:
-            self.state.day = 0
+        with self.lock:
+            self.meter.day = 0
 
-    def _limit(self) -> tuple[int, dict[str, Any], dict[str, str]] | None:
-        """A 429 when a limit is spent (the caller holds the lock), else None."""
-        config, state, now = self.config, self.state, time.monotonic()
-        while state.recent and state.recent[0] <= now - config.window:
-            state.recent.popleft()
-        if config.rpd is not None and state.day >= config.rpd:
-            message = (f"Rate limit reached for requests per day (RPD): Limit {config.rpd}, "
-                       f"Used {state.day}, Requested 1.")
-            return 429, _error(message, "requests", "rate_limit_exceeded"), {}
-        allowed = max(1, round((config.rpm or 0) * config.window / 60))
-        if config.rpm is not None and len(state.recent) >= allowed:
-            wait = state.recent[0] + config.window - now
-            message = (f"Rate limit reached for requests per min (RPM): Limit {config.rpm}, "
-                       f"Used {len(state.recent)}, Requested 1. Please try again in "
-                       f"{_duration(wait)}.")
-            return 429, _error(message, "requests", "rate_limit_exceeded"), {
-                "retry-after": f"{wait:.3f}", "retry-after-ms": str(int(wait * 1000)),
-                **self._headers(now)}
-        return None
-
-    def _headers(self, now: float) -> dict[str, str]:
-        config, state = self.config, self.state
-        if config.rpm is None:
-            return {}
-        allowed = max(1, round(config.rpm * config.window / 60))
-        reset = state.recent[0] + config.window - now if state.recent else 0.0
-        return {"x-ratelimit-limit-requests": str(config.rpm),
-                "x-ratelimit-remaining-requests": str(max(0, allowed - len(state.recent))),
-                "x-ratelimit-reset-requests": _duration(reset)}
-
-    def complete(self, canonical: dict[str, Any], images: dict[str, bytes]) -> tuple:
-        config, state = self.config, self.state
-        key = key_of(canonical)
-        with state.lock:
-            limited = self._limit()
+    def complete(self, raw: bytes) -> _Reply:
+        """Answer one chat-completions body: parse, meter, decide, render."""
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise TypeError("the body is not a JSON object")
+            canonical, images = canonical_from_body(body)
+            items_of(canonical)
+            tokens = prompt_tokens(canonical, images)
+        except OSError as exc:  # PIL could not decode an image
+            return _Reply(400, _error(f"invalid image: {exc}", "invalid_request_error",
+                                      "invalid_image_format"), note="bad image")
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            return _Reply(400, _error(f"malformed request: {exc}", "invalid_request_error",
+                                      None), note="malformed")
+        key, bad = key_of(canonical), poisoned(self.config, canonical)
+        with self.lock:
+            limited = self.meter.refuse(tokens, time.monotonic())
             if limited:
-                state.rate_limited += 1
+                self.counts["rate_limited"] += 1
                 return limited
-            nth = state.served[key]
-            state.served[key] += 1
-            state.calls += 1
-            state.day += 1
-            state.recent.append(time.monotonic())
-            headers = self._headers(time.monotonic())
-        if config.latency:
-            time.sleep(config.latency)
-        _, items = items_of(canonical)
-        poisoned = any(d in config.poison for _, digests, _ in items for d in digests) or any(
-            hashlib.sha256((text or "").encode()).hexdigest() in config.poison
-            for _, _, text in items if text)
-        verdict = outcome(config, key, nth, poisoned)
-        if verdict in REFUSALS:
-            with state.lock:
-                state.refused += 1
+            nth = self.served[key]
+            self.served[key] += 1
+            self.counts["calls"] += 1
+            self.meter.spend(tokens, time.monotonic())
+            headers = self.meter.headers(time.monotonic())
+            verdict = outcome(self.config, key, nth, bad)
+            if verdict in REFUSALS:
+                self.counts["refused"] += 1
+            elif verdict == "error":
+                self.counts["errors"] += 1
+        if self.config.latency:
+            time.sleep(self.config.latency)
+        return self._reply(canonical, images, key, nth, verdict, tokens, headers)
+
+    def _reply(self, canonical: dict[str, Any], images: dict[str, bytes], key: str, nth: int,
+               verdict: str, tokens: int, headers: dict[str, str]) -> _Reply:
+        note = f"{key[:12]} #{nth} {verdict}"
+        model = str(canonical.get("model", "sandbox"))
         if verdict == "error":
-            with state.lock:
-                state.errors += 1
-            return 503, _error("The server is overloaded, try again.", "server_error", None), {}
+            status = 500 if draw(self.config.seed, key, nth, "status") < 0.5 else 503
+            return _Reply(status, _error(SERVER_ERRORS[status], "server_error", None), {}, note)
         if verdict == "refuse_400":
-            return 400, _error("Your input image may contain content that is not allowed by "
-                               "our safety system.", "invalid_request_error",
-                               "content_policy_violation"), headers
-        content: str | None = None
-        refusal = None
-        finish = "stop"
+            return _Reply(400, _error(SAFETY, "invalid_request_error",
+                                      "content_policy_violation"), headers, note)
+        content, refusal, finish = None, None, "stop"
         if verdict == "refuse_filter":
             finish = "content_filter"
         elif verdict == "refuse_field":
-            refusal = "I'm sorry, I can't assist with that."
+            refusal = REFUSAL_FIELD
         elif verdict == "refuse_text":
-            content = ("I'm sorry, but I can't help with identifying or making assumptions "
-                       "about people in images.")
+            content = REFUSAL_TEXT
         else:
-            content = answer(config, key, nth, canonical, images, verdict)
-        prompt_tokens = len(json.dumps(canonical)) // 4 + 85 * len(images)
-        completion_tokens = len(content or "") // 4
-        return 200, {
-            "id": f"chatcmpl-{key[:12]}-{nth}", "object": "chat.completion", "created": 1700000000,
-            "model": canonical.get("model", "sandbox"),
-            "choices": [{"index": 0, "finish_reason": finish, "logprobs": None,
-                         "message": {"role": "assistant", "content": content, "refusal": refusal}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        }, headers
+            content = answer(self.config, key, nth, canonical, images, verdict)
+        body = _completion(key, nth, model, content, refusal, finish, tokens)
+        return _Reply(200, body, headers, note)
 
 
 class Sandbox:
@@ -312,7 +424,9 @@ class Sandbox:
 
     def __init__(self, config: SandboxConfig | None = None, host: str = "127.0.0.1", port: int = 0):
         self._server = _Server((host, port), config or SandboxConfig())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval makes stop() quick, which keeps test suites fast.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     @property
     def url(self) -> str:
@@ -341,8 +455,9 @@ class Sandbox:
 
 
 def serve(config: SandboxConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve until interrupted (the `ger sandbox` command)."""
+    """Serve until interrupted (the `ger sandbox` command); one INFO log line per request."""
     server = _Server((host, port), config)
+    log.info("sandbox listening on http://%s:%s/v1", host, server.server_address[1])
     try:
         server.serve_forever()
     except KeyboardInterrupt:

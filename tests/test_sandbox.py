@@ -3,6 +3,10 @@
 import hashlib
 import io
 import json
+import logging
+import re
+import time
+import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -10,63 +14,140 @@ import openai
 import pytest
 from PIL import Image
 
-from ger_replay.parsing import parse
-from ger_replay.requests import Item, Params, build, key_of
+from ger_replay.requests import Item, Params, build
 from ger_replay.sandbox import REFUSALS, Sandbox, SandboxConfig, labels_of, outcome
 
 LABELS = ["happy", "sad", "angry", "calm"]
+SENTIMENT = ["negative", "weakly negative", "neutral", "weakly positive", "positive"]
+API_KEY = "sk-sandbox-test-0123456789"
 
 
-def jpeg(index, count=len(LABELS)):
-    hue = int(255 * index / count)
+def jpeg(index, count=len(LABELS), saturation=220, size=24):
+    """A flat JPEG whose hue is index / count: what the sandbox reads as label `index`."""
     buffer = io.BytesIO()
-    Image.new("HSV", (24, 24), (hue, 220, 220)).convert("RGB").save(buffer, "JPEG")
+    hue = int(255 * index / count)
+    Image.new("HSV", (size, size), (hue, saturation, 220)).convert("RGB").save(buffer, "JPEG")
     return buffer.getvalue()
 
 
-def request(shown, temperature=None, model="gpt-4o"):
-    images = [jpeg(i) for i in shown]
-    items = [Item(f"s{n}", (hashlib.sha256(b).hexdigest(),)) for n, b in enumerate(images)]
-    prompt = f"We provide {len(items)} images. Here are the optional categories: {LABELS!r}."
-    built = build(prompt, "image", items, Params(model, temperature=temperature))
+def request(images=(), texts=None, labels=LABELS, **params):
+    """A built request and its API body; `texts` gives text-only samples instead of images."""
     by_hash = {hashlib.sha256(b).hexdigest(): b for b in images}
+    if texts is None:
+        items = [Item(f"s{n}", (hashlib.sha256(b).hexdigest(),)) for n, b in enumerate(images)]
+        noun = "image"
+    else:
+        items = [Item(f"s{n}", (), text) for n, text in enumerate(texts)]
+        noun = "text"
+    prompt = f"We provide {len(items)} {noun}s. Here are the optional categories: {labels!r}."
+    built = build(prompt, noun, items, Params(params.pop("model", "gpt-4o"), **params))
     return built, built.body(by_hash.__getitem__)
 
 
 def client(server):
-    return openai.OpenAI(base_url=server.url, api_key="sk-sandbox-test", max_retries=0)
+    return openai.OpenAI(base_url=server.url, api_key=API_KEY, max_retries=0)
 
 
-def test_answers_follow_the_images_and_parse_back():
+def rankings(text, labels=LABELS):
+    """Each in-batch name in an answer and the labels after it, up to the next name.
+
+    Deliberately simple and style-agnostic, so these tests do not lean on the real parser.
+    """
+    names = list(re.finditer(r"\b(?:image|text)-\d+\b", text))
+    pattern = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
+    found = {}
+    for here, after in zip(names, names[1:] + [None]):
+        segment = text[here.end():after.start() if after else len(text)]
+        found[here.group()] = re.findall(rf"\b(?:{pattern})\b", segment)
+    return found
+
+
+def kind_of(api, body):
+    """The outcome a call got, as the client sees it."""
+    try:
+        choice = api.chat.completions.create(**body).choices[0]
+    except openai.BadRequestError as error:
+        assert error.code == "content_policy_violation"
+        return "refuse_400"
+    if choice.finish_reason == "content_filter":
+        assert not choice.message.content
+        return "refuse_filter"
+    if choice.message.refusal:
+        assert choice.message.content is None
+        return "refuse_field"
+    if choice.message.content.startswith("I'm sorry"):
+        assert choice.finish_reason == "stop"
+        return "refuse_text"
+    return "ok"
+
+
+def call(server, path, data=None):
+    """(status, JSON body) of a plain HTTP call: a POST when `data` (bytes) is given."""
+    url = server.url.removesuffix("/v1") + path
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data)) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def test_top_labels_follow_the_image_hue_and_rank_every_candidate():
+    shown = [0, 1, 2, 3, 2]
+    built, body = request([jpeg(i) for i in shown])
     with Sandbox(SandboxConfig(seed=4, accuracy=1.0)).start() as server:
-        built, body = request([0, 1, 2, 3, 2])
         reply = client(server).chat.completions.create(**body)
-    text = reply.choices[0].message.content
-    parsed = parse(text, [f"image-{i}" for i in range(1, 6)], LABELS)
-    assert parsed.complete
-    assert [parsed.answers[f"image-{i}"][0] for i in range(1, 6)] == [
-        "happy", "sad", "angry", "calm", "angry"]
-    assert all(sorted(r) == sorted(LABELS) for r in parsed.answers.values())
-    assert reply.usage.total_tokens > 0
+    found = rankings(reply.choices[0].message.content)
+    assert list(found) == [f"image-{i}" for i in range(1, 6)]
+    assert [found[f"image-{i + 1}"][0] for i in range(5)] == [LABELS[i] for i in shown]
+    assert all(sorted(ranking) == sorted(LABELS) for ranking in found.values())
+    assert reply.model == "gpt-4o" and reply.object == "chat.completion"
+    usage = reply.usage
+    assert usage.completion_tokens == len(reply.choices[0].message.content) // 4
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
 
 
-def test_answers_are_deterministic_per_seed_and_call():
-    built, body = request([0, 1, 2])
-    texts = []
-    for _ in range(2):
-        with Sandbox(SandboxConfig(seed=9, accuracy=0.5)).start() as server:
+def test_inaccurate_answers_put_another_label_first():
+    built, body = request([jpeg(i) for i in (0, 1, 2, 3)])
+    with Sandbox(SandboxConfig(seed=5, accuracy=0.0)).start() as server:
+        found = rankings(client(server).chat.completions.create(**body).choices[0].message.content)
+    assert all(found[f"image-{i + 1}"][0] != LABELS[i] for i in range(4))
+
+
+def test_text_naming_a_label_wins_and_the_longest_label_matches_first():
+    texts = ["I feel weakly positive about it", "Quite NEGATIVE, honestly", "just neutral."]
+    built, body = request(texts=texts, labels=SENTIMENT)
+    with Sandbox(SandboxConfig(seed=6, accuracy=1.0)).start() as server:
+        content = client(server).chat.completions.create(**body).choices[0].message.content
+    found = rankings(content, SENTIMENT)
+    assert [found[f"text-{i}"][0] for i in (1, 2, 3)] == ["weakly positive", "negative", "neutral"]
+    assert all(sorted(ranking) == sorted(SENTIMENT) for ranking in found.values())
+
+
+def test_grey_images_still_get_a_full_ranking():
+    built, body = request([jpeg(0, saturation=0), jpeg(1, saturation=0, size=30)])
+    with Sandbox(SandboxConfig(seed=1, accuracy=1.0)).start() as server:
+        found = rankings(client(server).chat.completions.create(**body).choices[0].message.content)
+    assert sorted(found) == ["image-1", "image-2"]
+    assert all(sorted(ranking) == sorted(LABELS) for ranking in found.values())
+
+
+def test_answers_are_deterministic_per_seed_key_and_call():
+    built, body = request([jpeg(i) for i in (0, 1, 2)])
+
+    def texts(seed):
+        with Sandbox(SandboxConfig(seed=seed, accuracy=0.5)).start() as server:
             api = client(server)
-            texts.append([api.chat.completions.create(**body).choices[0].message.content
-                          for _ in range(3)])
-    assert texts[0] == texts[1]
-    with Sandbox(SandboxConfig(seed=10, accuracy=0.5)).start() as server:
-        other = [client(server).chat.completions.create(**body).choices[0].message.content
-                 for _ in range(3)]
-    assert other != texts[0]
+            return [api.chat.completions.create(**body).choices[0].message.content
+                    for _ in range(3)]
+
+    first = texts(9)
+    assert texts(9) == first
+    assert texts(10) != first
+    assert len(set(first)) > 1  # temperature unset: each call of the key is drawn anew
 
 
 def test_temperature_zero_repeats_the_same_answer():
-    built, body = request([0, 1, 2, 3], temperature=0)
+    built, body = request([jpeg(i) for i in (0, 1, 2, 3)], temperature=0)
     with Sandbox(SandboxConfig(seed=2, accuracy=0.3)).start() as server:
         api = client(server)
         texts = {api.chat.completions.create(**body).choices[0].message.content for _ in range(4)}
@@ -75,104 +156,175 @@ def test_temperature_zero_repeats_the_same_answer():
 
 def test_refusals_come_in_every_kind_as_outcome_predicts():
     config = SandboxConfig(seed=1, refusal_rate=0.6)
-    built, body = request([0, 1])
+    built, body = request([jpeg(0), jpeg(1)])
     seen = Counter()
     with Sandbox(config).start() as server:
         api = client(server)
         for nth in range(40):
-            expected = outcome(config, built.key, nth, poisoned=False)
-            try:
-                reply = api.chat.completions.create(**body)
-            except openai.BadRequestError as error:
-                assert expected == "refuse_400" and error.code == "content_policy_violation"
-                seen[expected] += 1
-                continue
-            choice = choice_kind(reply)
-            assert choice == expected, nth
-            seen[choice] += 1
-        assert server.stats()["calls"] == 40
-        assert server.stats()["by_key"] == {built.key: 40}
+            kind = kind_of(api, body)
+            assert kind == outcome(config, built.key, nth, poisoned=False), nth
+            seen[kind] += 1
+        stats = server.stats()
     assert set(seen) == {"ok", *REFUSALS}
+    assert stats["calls"] == 40 and stats["by_key"] == {built.key: 40}
+    assert stats["refused"] == 40 - seen["ok"] and stats["errors"] == 0
 
 
-def choice_kind(reply):
-    choice = reply.choices[0]
-    if choice.finish_reason == "content_filter":
-        return "refuse_filter"
-    if choice.message.refusal:
-        return "refuse_field"
-    if choice.message.content.startswith("I'm sorry"):
-        return "refuse_text"
-    return "ok"
-
-
-def test_poisoned_samples_are_always_refused():
-    poison = hashlib.sha256(jpeg(1)).hexdigest()
-    config = SandboxConfig(seed=1, poison=frozenset({poison}))
+def test_poisoned_images_and_texts_are_always_refused():
+    images = [jpeg(0), jpeg(1), jpeg(2)]
+    texts = ["calm enough", "a sad story", "happy days"]
+    config = SandboxConfig(seed=1, poison=frozenset({hashlib.sha256(images[1]).hexdigest(),
+                                                     hashlib.sha256(b"a sad story").hexdigest()}))
     with Sandbox(config).start() as server:
         api = client(server)
-        for nth in range(5):
-            built, body = request([0, 1, 2])
-            try:
-                assert choice_kind(api.chat.completions.create(**body)) != "ok"
-            except openai.BadRequestError:
-                pass
-        built, body = request([0, 2])
-        assert choice_kind(api.chat.completions.create(**body)) == "ok"
+        for poisoned in (request(images), request(texts=texts),
+                         request(images[1:2], model="gpt-4-vision-preview")):
+            assert all(kind_of(api, poisoned[1]) in REFUSALS for _ in range(6))
+        assert kind_of(api, request([images[0], images[2]])[1]) == "ok"
+        assert kind_of(api, request(texts=[texts[0], texts[2]])[1]) == "ok"
 
 
 def test_dropped_and_extra_samples():
     config = SandboxConfig(seed=3, drop_rate=0.5, extra_rate=1.0)
-    built, body = request([0, 1, 2])
-    names = ["image-1", "image-2", "image-3"]
+    built, body = request([jpeg(i) for i in (0, 1, 2)])
+    kinds = Counter()
     with Sandbox(config).start() as server:
         api = client(server)
-        kinds = Counter()
         for nth in range(10):
-            parsed = parse(api.chat.completions.create(**body).choices[0].message.content,
-                           names, LABELS)
-            kinds[outcome(config, built.key, nth, False)] += 1
-            if outcome(config, built.key, nth, False) == "drop":
-                assert len(parsed.missing) == 1
+            names = set(rankings(api.chat.completions.create(**body).choices[0].message.content))
+            kind = outcome(config, built.key, nth, False)
+            kinds[kind] += 1
+            if kind == "drop":
+                assert len(names) == 2 and names < {"image-1", "image-2", "image-3"}
             else:
-                assert parsed.unknown == ("image-4",)
+                assert names == {"image-1", "image-2", "image-3", "image-4"}
     assert kinds["drop"] and kinds["extra"]
 
 
-def test_rate_limits_answer_429_with_headers():
-    built, body = request([0])
-    with Sandbox(SandboxConfig(rpm=120, window=1.0)).start() as server:
+def test_errors_are_transient_server_errors():
+    with Sandbox(SandboxConfig(seed=2, error_rate=1.0)).start() as server:
+        api = client(server)
+        statuses = set()
+        for n in range(12):
+            with pytest.raises(openai.InternalServerError) as error:
+                api.chat.completions.create(**request([jpeg(n % 4, size=20 + n)])[1])
+            statuses.add(error.value.status_code)
+        assert server.stats()["errors"] == 12 and server.stats()["calls"] == 12
+    assert statuses == {500, 503}
+
+
+def test_requests_per_minute_answer_429_with_headers():
+    built, body = request([jpeg(0)])
+    with Sandbox(SandboxConfig(rpm=240, window=0.5)).start() as server:
         api = client(server)
         first = api.chat.completions.with_raw_response.create(**body)
-        assert first.headers["x-ratelimit-limit-requests"] == "120"
+        assert first.headers["x-ratelimit-limit-requests"] == "240"
         assert first.headers["x-ratelimit-remaining-requests"] == "1"
+        assert re.fullmatch(r"\d+ms|[\d.]+s", first.headers["x-ratelimit-reset-requests"])
         api.chat.completions.create(**body)
-        with pytest.raises(openai.RateLimitError) as limited:
+        with pytest.raises(openai.RateLimitError, match=r"requests per min \(RPM\): Limit 240"):
             api.chat.completions.create(**body)
-        headers = limited.value.response.headers
-        assert 0 < float(headers["retry-after"]) <= 1.0
+        headers = limited_headers(api, body)
+        assert 0 < float(headers["retry-after"]) <= 0.5
+        assert int(headers["retry-after-ms"]) == round(float(headers["retry-after"]) * 1000)
         assert headers["x-ratelimit-remaining-requests"] == "0"
-        assert server.stats()["rate_limited"] == 1 and server.stats()["calls"] == 2
+        time.sleep(float(headers["retry-after"]) + 0.05)
+        api.chat.completions.create(**body)
+        stats = server.stats()
+    assert stats["rate_limited"] == 2 and stats["calls"] == 3
+    assert stats["by_key"] == {built.key: 3}  # a 429 is not a call of the key
+
+
+def limited_headers(api, body):
+    with pytest.raises(openai.RateLimitError) as limited:
+        api.chat.completions.create(**body)
+    return limited.value.response.headers
+
+
+def test_tokens_per_minute_answer_429_and_report_the_budget():
+    built, body = request([jpeg(0), jpeg(1)])
+    with Sandbox(SandboxConfig(tpm=120 * 1000, window=0.5)).start() as server:
+        api = client(server)
+        first = api.chat.completions.with_raw_response.create(**body)
+        spent = first.parse().usage.prompt_tokens
+        assert 1000 / 2 < spent < 1000  # two images of one tile each: 2 * 255 tokens and the text
+        assert first.headers["x-ratelimit-limit-tokens"] == "120000"
+        assert int(first.headers["x-ratelimit-remaining-tokens"]) == 1000 - spent
+        with pytest.raises(openai.RateLimitError, match=r"tokens per min \(TPM\)"):
+            api.chat.completions.create(**body)
+        small = request([jpeg(2)], detail="low")[1]
+        api.chat.completions.create(**small)  # 85 tokens and the text still fit
+        headers = limited_headers(api, body)
+        assert 0 < float(headers["retry-after"]) <= 0.5
+        time.sleep(float(headers["retry-after"]) + 0.05)
+        api.chat.completions.create(**body)
+        assert server.stats()["rate_limited"] == 2 and server.stats()["calls"] == 3
 
 
 def test_the_daily_limit_lasts_until_a_new_day():
-    built, body = request([0])
+    built, body = request([jpeg(0)])
     with Sandbox(SandboxConfig(rpd=1)).start() as server:
         api = client(server)
         api.chat.completions.create(**body)
-        with pytest.raises(openai.RateLimitError, match="requests per day"):
+        with pytest.raises(openai.RateLimitError, match=r"requests per day \(RPD\)") as limited:
             api.chat.completions.create(**body)
-        urllib.request.urlopen(urllib.request.Request(
-            server.url.replace("/v1", "/sandbox/new-day"), data=b"", method="POST"))
+        assert float(limited.value.response.headers.get("retry-after", "3600")) >= 3600
+        assert call(server, "/sandbox/new-day", b"") == (200, {"ok": True})
         api.chat.completions.create(**body)
-        stats = json.load(urllib.request.urlopen(server.url.replace("/v1", "/sandbox/stats")))
-    assert stats["calls"] == 2 and stats["rate_limited"] == 1
+        status, stats = call(server, "/sandbox/stats")
+    assert status == 200 and stats["calls"] == 2 and stats["rate_limited"] == 1
+    assert stats["by_key"] == {built.key: 2}
 
 
-def test_models_and_keys():
+def test_models_and_any_model_name():
     with Sandbox().start() as server:
-        assert "gpt-4o" in [m.id for m in client(server).models.list()]
-    built, body = request([0, 1])
-    assert key_of(built.canonical) == built.key
-    assert labels_of(body["messages"][0]["content"][0]["text"]) == tuple(LABELS)
-    assert labels_of("no list here") != ()
+        api = client(server)
+        assert {"gpt-4o", "gpt-4-vision-preview"} <= {m.id for m in api.models.list()}
+        reply = api.chat.completions.create(**request([jpeg(0)], model="qwen-vl-max")[1])
+    assert reply.model == "qwen-vl-max"
+
+
+def test_bad_requests_get_json_errors():
+    with Sandbox().start() as server:
+        body = request([jpeg(0)])[1]
+        body["messages"][0]["content"][2]["image_url"]["url"] = "data:image/jpeg;base64,AAAA"
+        answers = {
+            400: [call(server, "/v1/chat/completions", b"{not json"),
+                  call(server, "/v1/chat/completions", b"[1, 2]"),
+                  call(server, "/v1/chat/completions", json.dumps(body).encode())],
+            404: [call(server, "/v1/embeddings", b"{}"), call(server, "/v1/nothing")]}
+        assert server.stats()["calls"] == 0
+    for status, replies in answers.items():
+        for got, reply in replies:
+            assert got == status and reply["error"]["message"]
+
+
+def test_one_log_line_per_request_and_never_the_key(caplog):
+    caplog.set_level(logging.INFO, logger="ger_replay.sandbox")
+    built, body = request([jpeg(0)])
+    with Sandbox().start() as server:
+        api = client(server)
+        api.chat.completions.create(**body)
+        api.models.list()
+    lines = [r.getMessage() for r in caplog.records if r.name == "ger_replay.sandbox"]
+    assert len(lines) == 2
+    assert "/v1/chat/completions" in lines[0] and built.key[:12] in lines[0]
+    assert API_KEY not in caplog.text and "authorization" not in caplog.text.lower()
+
+
+def test_outcome_is_pure_and_follows_the_rates():
+    config = SandboxConfig(seed=7, refusal_rate=0.3, drop_rate=0.2, error_rate=0.1)
+    draws = [outcome(config, f"key{k}", nth, False) for k in range(200) for nth in range(10)]
+    again = [outcome(config, f"key{k}", nth, False) for k in range(200) for nth in range(10)]
+    assert draws == again
+    counts = Counter(draws)
+    assert 0.08 < counts["error"] / 2000 < 0.12
+    assert 0.24 < sum(counts[kind] for kind in REFUSALS) / 2000 < 0.30  # 0.3 of the 0.9 left
+    assert "extra" not in counts
+    assert all(outcome(config, f"key{k}", 0, True) in REFUSALS for k in range(200))
+    assert {outcome(SandboxConfig(), f"key{k}", 0, False) for k in range(200)} == {"ok"}
+
+
+def test_labels_come_from_the_prompt_or_a_default():
+    assert labels_of(f"Here are the optional categories: {SENTIMENT!r}. Go.") == tuple(SENTIMENT)
+    assert len(labels_of("no list here")) >= 2
