@@ -1,39 +1,67 @@
 """Sampling 3 frames by seeking, against decoding the whole clip, for 10 s, 30 s and 60 s clips.
 
 Run: python benchmarks/bench_frames.py
-The clips are synthetic 320x240 H.264 at 25 fps with a keyframe every 2 s, like camera files;
-seeking is only as cheap as the distance to the keyframe before each wanted frame.
+
+The clips are synthetic 320x240 H.264 at 25 fps, cached in the temp dir. Like camera files they
+have B-frames and a keyframe every 2 s (50 frames; scene-cut keyframes off, so the GOP is exact).
+Seeking lands on the keyframe before a wanted frame and decodes forward, so a sample costs up to a
+GOP of decoding whatever the clip's length. Two sets of clips bracket that cost:
+- "aligned": exactly 10, 30 and 60 s; at 30 and 60 s every sampled frame is a keyframe (best case);
+- "worst": 11.9, 29.9 and 59.9 s, so that each sampled frame after the first is the last or
+  second-to-last frame of its GOP (49 or 48 frames to decode forward).
+The full decode iterates every frame with imageio's pyav plugin, as a decode-all sampler would.
+Peak memory is measured in a fresh process (RSS, which sees FFmpeg's buffers; tracemalloc does not).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import resource
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import av
 import imageio.v3 as iio
 import numpy as np
 
-from ger_replay.media import video_frames
+from ger_replay.media import sample_indices, video_frames
 
-FPS, WIDTH, HEIGHT, GOP = 25, 320, 240, 50
+FPS, WIDTH, HEIGHT, GOP, K = 25, 320, 240, 50, 3
+CACHE = Path(tempfile.gettempdir()) / f"ger-bench-frames-{WIDTH}x{HEIGHT}-{FPS}fps-gop{GOP}"
+# name -> frames; "worst" lengths make floor(n/3) end a GOP (n = 3 * (50m + 49)).
+CLIPS = {"aligned 10 s": 250, "aligned 30 s": 750, "aligned 60 s": 1500,
+         "worst 11.9 s": 297, "worst 29.9 s": 747, "worst 59.9 s": 1497}
 
 
-def make_clip(path: Path, seconds: int) -> None:
-    with av.open(str(path), "w") as container:
+def make_clip(path: Path, frames: int) -> None:
+    """A moving gradient with a bouncing box: cheap to encode, never a static picture."""
+    partial = path.with_suffix(".partial.mp4")
+    with av.open(str(partial), "w") as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.codec_context.gop_size = GOP
-        stream.options = {"preset": "ultrafast"}
+        stream.options = {"preset": "veryfast",
+                          "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=3"}
         ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
-        for index in range(seconds * FPS):
+        for index in range(frames):
             frame = np.stack([(xs + index) % 256, (ys + 2 * index) % 256,
                               np.full_like(xs, index % 256)], axis=-1).astype(np.uint8)
+            top, left = (3 * index) % (HEIGHT - 40), (5 * index) % (WIDTH - 40)
+            frame[top:top + 40, left:left + 40] = 255
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    partial.rename(path)
+
+
+def clip(name: str) -> Path:
+    path = CACHE / f"{CLIPS[name]}.mp4"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        make_clip(path, CLIPS[name])
+    return path
 
 
 def best_of(repeats: int, action) -> float:
@@ -49,21 +77,55 @@ def full_decode(path: Path) -> int:
     return sum(1 for _ in iio.imiter(path, plugin="pyav"))
 
 
+def read_whole(path: str) -> None:
+    """What a decode-everything sampler holds: every frame of the clip as one array."""
+    iio.imread(path, plugin="pyav")
+
+
+def peak_rss_growth(action, path: str, queue) -> None:
+    """Run in a fresh process: how much the peak RSS grows during `action` (KiB on Linux)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    action(path)
+    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+
+
+def measure_memory(action, path: Path) -> float:
+    """Peak RSS growth in MiB, measured in a fresh process so that earlier work cannot hide it."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=peak_rss_growth, args=(action, str(path), queue))
+    process.start()
+    growth = queue.get(timeout=300)
+    process.join()
+    return growth / 1024
+
+
 def main() -> None:
-    folder = Path(tempfile.mkdtemp(prefix="ger-bench-frames-"))
-    rows = []
-    for seconds in (10, 30, 60):
-        path = folder / f"clip{seconds}.mp4"
-        make_clip(path, seconds)
-        sample = best_of(5, lambda: video_frames(path, 3))
+    print(f"clips: {WIDTH}x{HEIGHT} H.264, {FPS} fps, a keyframe every {GOP} frames, "
+          f"cached in {CACHE}")
+    rows = {}
+    for name, frames in CLIPS.items():
+        path = clip(name)
+        wanted = sample_indices(frames, K)
+        sample = best_of(5, lambda: video_frames(path, K))
         full = best_of(2, lambda: full_decode(path))
-        rows.append((seconds, sample, full))
-        print(f"{seconds:>3d} s clip ({seconds * FPS} frames): sample 3 frames {sample * 1000:7.1f} ms,"
-              f" decode all {full * 1000:7.1f} ms, ratio {100 * sample / full:5.1f}%")
-    growth = rows[-1][1] / rows[0][1]
-    print(f"sampling time grows {growth:.2f}x from a 10 s to a 60 s clip "
-          f"(full decode grows {rows[-1][2] / rows[0][2]:.2f}x)")
-    print(f"60s clip: sampling 3 frames = {100 * rows[-1][1] / rows[-1][2]:.1f}% of a full decode")
+        rows[name] = (sample, full)
+        print(f"{name:>13} ({frames:4d} frames, sampled {wanted}, "
+              f"{sum(i % GOP for i in wanted):3d} frames decoded past keyframes): "
+              f"sample {K} {sample * 1000:6.1f} ms, decode all {full * 1000:7.1f} ms, "
+              f"ratio {100 * sample / full:5.1f}%")
+    for kind, short, long in (("aligned", "aligned 10 s", "aligned 60 s"),
+                              ("worst", "worst 11.9 s", "worst 59.9 s")):
+        print(f"{kind}: sampling time grows {rows[long][0] / rows[short][0]:.2f}x from the short "
+              f"to the 60 s clip (full decode grows {rows[long][1] / rows[short][1]:.2f}x)")
+    path = clip("worst 59.9 s")
+    sampling = measure_memory(partial(video_frames, k=K), path)
+    whole = measure_memory(read_whole, path)
+    print(f"peak RSS growth on the 59.9 s clip: sampling {K} frames {sampling:.1f} MiB, "
+          f"reading the whole clip into memory {whole:.0f} MiB")
+    aligned, worst = rows["aligned 60 s"], rows["worst 59.9 s"]
+    print(f"60s clip: sampling {K} frames = {100 * aligned[0] / aligned[1]:.1f}% of a full decode "
+          f"({100 * worst[0] / worst[1]:.1f}% when each sampled frame ends its GOP)")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ JPEG_QUALITY = 90
 RESAMPLING = Image.Resampling.LANCZOS
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Pillow reports malformed files through many unrelated exception types.
-_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+_PIL_ERRORS = (OSError, ValueError, SyntaxError, EOFError, struct.error,
+               Image.DecompressionBombError)
 _AV_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
 
 
@@ -63,7 +64,8 @@ def encode_frame(frame: np.ndarray | Image.Image, *, grey: bool = False,
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, RESAMPLING)
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality, optimize=False, progressive=False)
+    # Pillow copies a source JPEG's comment unless told otherwise; EXIF and ICC are opt-in.
+    image.save(buffer, "JPEG", quality=quality, optimize=False, progressive=False, comment=b"")
     return buffer.getvalue()
 
 

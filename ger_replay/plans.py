@@ -168,9 +168,7 @@ class Media:
         sample = self.samples[name]
         if self.config.input_kind not in ("text", "video+text", "image+text"):
             return None
-        if sample.text is not None:
-            return sample.text
-        return media.load_text(sample.text_path) if sample.text_path else None
+        return media.read_text(sample.text, sample.text_path)
 
     def image_bytes(self, digest: str) -> bytes:
         name = self._where.get(digest)
