@@ -49,3 +49,7 @@ class DailyLimitReached(GerError):
     """The requests-per-day budget is spent; rerunning later resumes the run."""
 
     exit_code = 3
+
+
+class PredictionsError(ManifestError):
+    """A published predictions file or its sample list that cannot be read; names file and line."""

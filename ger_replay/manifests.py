@@ -95,7 +95,8 @@ class _RowChecker:
         self.input_kind = input_kind
         self.root = root
         self.header = header
-        self.labels = {label.lower() for label in dataset.labels}
+        # Polarity datasets (Abstract, ArtPhoto) may give the polarity itself as ground truth.
+        self.labels = {label.lower() for label in dataset.labels} | set(dataset.remap_dict.values())
         self._listing: dict[str, list[Path]] | None = None
 
     def check(self, row: list[str], line: int) -> Sample:

@@ -1,42 +1,96 @@
 import pytest
 
 from ger_replay.datasets import REGISTRY
-from ger_replay.errors import ManifestError
+from ger_replay.errors import ManifestError, PredictionsError
 from ger_replay.imports import read_predictions, score_file
+
+RAVDESS = REGISTRY["ravdess"]
+MOSI = REGISTRY["cmumosi"]
+CKPLUS = REGISTRY["ckplus"]
+
+LABELS = "name,gt,gpt4v\na.mp4,happy,\nb.mp4,sad,\nc.mp4,calm,\nd.mp4,sad,\n"
+PREDICTIONS = ('name,gt,gpt4v\nb,sad,"calm, sad"\na,happy,"happy,sad,calm"\n'
+               'd,sad,""\n')
 
 
 def write(folder, name, text):
     path = folder / name
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
-def test_published_predictions_are_scored_with_the_sample_list_beside_them(tmp_path):
-    write(tmp_path, "label.csv", "name,gt,gpt4v\na.mp4,happy,\nb.mp4,sad,\nc.mp4,calm,\n")
-    predictions = write(tmp_path, "label-gpt4v-3.csv",
-                        'name,gt,gpt4v\na,happy,"happy,sad,calm"\nb,sad,"calm,sad"\n')
-    rows = read_predictions(predictions, REGISTRY["ravdess"])
-    assert [(r.name, r.ranking) for r in rows] == [
-        ("a", ("happy", "sad", "calm")), ("b", ("calm", "sad")), ("c.mp4", None)]
-    found = score_file(REGISTRY["ravdess"], predictions)
-    assert (found.n, found.total) == (2, 3)
-    assert found.metrics["war"] == 50.0 and found.metrics["uar"] == 50.0
+def test_the_sample_list_beside_the_predictions_adds_the_unanswered(tmp_path):
+    write(tmp_path, "label.csv", LABELS)
+    predictions = write(tmp_path, "label-gpt4v-3.csv", PREDICTIONS)
+    found = read_predictions(predictions, RAVDESS)
+    # the sample list's order, names without the media extension; d has an empty answer
+    assert [(r.name, r.truth, r.ranking) for r in found] == [
+        ("a", "happy", ("happy", "sad", "calm")), ("b", "sad", ("calm", "sad")),
+        ("c", "calm", None), ("d", "sad", None)]
+    scores = score_file(RAVDESS, predictions)
+    # answered: a right, b wrong -> WAR 50; UAR over happy (1/1) and sad (0/1)
+    assert (scores.n, scores.total, scores.coverage) == (2, 4, 50.0)
+    assert scores.metrics["war"] == 50.0 and scores.metrics["uar"] == 50.0
+    assert scores.strict["war"] == 25.0
 
 
-def test_intensity_ground_truths(tmp_path):
-    predictions = write(tmp_path, "p.csv", 'name,gt,gpt4v\na,1.4,"weakly positive,neutral"\n'
-                                           'b,-0.6,"neutral"\nc,0.0,"positive"\n')
-    found = score_file(REGISTRY["cmumosi"], predictions)
-    assert found.total == 2 and found.metrics["acc2_non0"] == 100.0
+def test_without_a_sample_list_only_the_predictions_count(tmp_path):
+    predictions = write(tmp_path, "p.csv", PREDICTIONS)
+    found = read_predictions(predictions, RAVDESS)
+    assert [r.name for r in found] == ["b", "a", "d"]
+    assert score_file(RAVDESS, predictions).total == 3
 
 
-@pytest.mark.parametrize("text, message", [
-    ("label,gpt4v\n", "p.csv:1: expected the header name,gt,gpt4v"),
-    ('name,gt,gpt4v\na,happy,"happy"\nb\n', "p.csv:3: expected name,gt,gpt4v; got 1 fields"),
-    ('name,gt,gpt4v\na,strong,"positive"\n', "p.csv:2: gt 'strong' is not an intensity"),
-    ('name,gt,gpt4v\na,1,"positive"\na,2,"positive"\n', "sample 'a' appears twice"),
+def test_a_sample_list_elsewhere_is_named_explicitly(tmp_path):
+    labels = write(tmp_path, "samples.csv", LABELS)
+    (tmp_path / "out").mkdir()
+    predictions = write(tmp_path / "out", "p.csv", PREDICTIONS)
+    assert len(read_predictions(predictions, RAVDESS, labels)) == 4
+
+
+def test_intensity_ground_truths_and_a_bom(tmp_path):
+    predictions = write(tmp_path, "p.csv", '\ufeffname,gt,gpt4v\na,1.4,"weakly positive,neutral"\n'
+                                           'b,-0.6,"neutral"\nc,0.0,"positive"\nd,2.2,"negative"\n')
+    found = score_file(MOSI, predictions)
+    assert found.total == 3
+    assert found.metrics["acc2_non0"] == pytest.approx(200 / 3)
+
+
+def test_intensities_match_the_sample_list_as_numbers(tmp_path):
+    write(tmp_path, "label.csv", "name,gt,gpt4v\na,-1.0,\nb,0.50,\n")
+    predictions = write(tmp_path, "p.csv", 'name,gt,gpt4v\na,-1,"negative"\n')
+    assert [r.ranking for r in read_predictions(predictions, MOSI)] == [("negative",), None]
+
+
+@pytest.mark.parametrize("text, dataset, message", [
+    ("label,gpt4v\n", CKPLUS, "p.csv:1: expected the header name,gt,gpt4v"),
+    ("", CKPLUS, "p.csv:1: expected the header"),
+    ('name,gt,gpt4v\na,happy,"happy"\nb\n', CKPLUS, "p.csv:3: expected name,gt,gpt4v; got 1"),
+    ('name,gt,gpt4v\n,happy,"happy"\n', CKPLUS, "p.csv:2: empty name"),
+    ('name,gt,gpt4v\na,strong,"positive"\n', MOSI, "p.csv:2: gt 'strong' is not an intensity"),
+    ('name,gt,gpt4v\na,1,"positive"\n\nb,inf,""\n', MOSI, "p.csv:4: gt 'inf' is not an"),
+    ('name,gt,gpt4v\na,,"happy"\n', CKPLUS, "p.csv:2: gt is empty"),
+    ('name,gt,gpt4v\na,1,"positive"\nb,2,""\na.mp4,2,"positive"\n', MOSI,
+     r"p.csv:4: sample 'a' appears twice \(first on line 2\)"),
 ])
-def test_bad_files_name_the_line(tmp_path, text, message):
-    dataset = REGISTRY["cmumosi"] if "strong" in text or "1," in text else REGISTRY["ckplus"]
-    with pytest.raises(ManifestError, match=message):
+def test_bad_files_name_the_line(tmp_path, text, dataset, message):
+    with pytest.raises(PredictionsError, match=message):
         read_predictions(write(tmp_path, "p.csv", text), dataset)
+
+
+def test_disagreements_with_the_sample_list_are_warned_about_not_fatal(tmp_path, caplog):
+    write(tmp_path, "label.csv", LABELS)
+    rows = read_predictions(write(tmp_path, "p.csv", 'name,gt,gpt4v\na,happy,"happy"\n'
+                                                     'e,sad,"sad"\nb,calm,"calm"\n'), RAVDESS)
+    assert "p.csv:3: sample 'e' is not in" in caplog.text
+    assert "p.csv:4: gt 'calm' of 'b' differs from 'sad'" in caplog.text
+    by_name = {row.name: row for row in rows}
+    assert by_name["e"].ranking == ("sad",)
+    assert by_name["b"].truth == "calm"
+
+
+def test_a_missing_file_is_a_one_line_manifest_error(tmp_path):
+    with pytest.raises(ManifestError, match="no such predictions file"):
+        read_predictions(tmp_path / "none.csv", CKPLUS)
+    with pytest.raises(PredictionsError, match="no such sample list file"):
+        read_predictions(write(tmp_path, "p.csv", PREDICTIONS), RAVDESS, tmp_path / "x.csv")

@@ -1,111 +1,230 @@
 import math
+import random
 
+import numpy as np
 import pytest
 
 from ger_replay.datasets import REGISTRY
+from ger_replay.errors import DatasetError
 from ger_replay.scoring import Row, baselines, bootstrap_ci, confusion, score
 
 CKPLUS = REGISTRY["ckplus"]
+SFEW = REGISTRY["sfew2"]
 ABSTRACT = REGISTRY["abstract"]
+ARTPHOTO = REGISTRY["artphoto"]
 MOSI = REGISTRY["cmumosi"]
+TWITTER = REGISTRY["twitter2"]
 
 
-def rows(*triples):
-    return [Row(f"s{i}", truth, tuple(r.split(",")) if r else None)
-            for i, (truth, r) in enumerate(triples)]
+def rows(*pairs):
+    """Rows from (truth, ranking joined by commas or None)."""
+    return [Row(f"s{i}", truth, None if ranking is None else tuple(ranking.split(",")))
+            for i, (truth, ranking) in enumerate(pairs)]
+
+
+def f1(precision, recall):
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
 def test_the_first_label_decides_case_insensitively():
-    found = score(CKPLUS, rows(("happy", "Happy,sadness"), ("sadness", "happy,sadness"),
-                               ("anger", "ANGER"), ("fear", "fear")))
-    assert found.metrics["accuracy"] == 75.0
+    data = rows(("happy", "Happy,sadness"), ("sadness", "happy,sadness"), ("anger", " ANGER "),
+                ("Fear", "fear"), ("surprise", "Surprise,happy"))
+    found = score(CKPLUS, data)
+    assert found.metrics["accuracy"] == 80.0
     assert found.metrics["war"] == found.metrics["accuracy"]
+    # SFEW writes its labels capitalised; answers and truths match in any case.
+    assert score(SFEW, rows(("Happy", "happy"), ("sad", "SAD"))).metrics["accuracy"] == 100.0
 
 
-def test_out_of_set_labels_are_wrong_unless_asked_for_the_first_candidate():
-    data = rows(("happy", "joyful,happy"), ("sadness", "sadness"))
-    assert score(CKPLUS, data).metrics["accuracy"] == 50.0
-    assert score(CKPLUS, data, first_candidate=True).metrics["accuracy"] == 100.0
-
-
-def test_uar_averages_recall_over_the_classes_present():
-    data = rows(("happy", "happy"), ("happy", "happy"), ("happy", "fear"), ("happy", "happy"),
-                ("fear", "fear"), ("fear", "happy"))
-    found = score(CKPLUS, data)
-    assert found.metrics["accuracy"] == pytest.approx(100 * 4 / 6)
-    assert found.metrics["uar"] == pytest.approx((75 + 50) / 2)
-
-
-def test_coverage_and_the_strict_figure():
-    data = rows(("happy", "happy"), ("fear", "fear"), ("anger", None), ("fear", "happy"))
-    found = score(CKPLUS, data)
-    assert (found.n, found.total, found.coverage) == (3, 4, 75.0)
-    assert found.metrics["accuracy"] == pytest.approx(200 / 3)
-    assert found.strict["accuracy"] == 50.0
-
-
-def test_polarity_datasets_score_on_polarity():
-    data = rows(("Amusement", "Awe"), ("Anger", "fear"), ("Content", "Sad"), ("Fear", "bored"))
-    found = score(ABSTRACT, data)
+def test_an_out_of_set_first_label_is_wrong_unless_asked_for_the_first_candidate():
+    data = rows(("happy", "joyful,happy"), ("sadness", "sadness"), ("fear", "neutral,calm"),
+                ("anger", "disgust,anger"))
+    assert score(CKPLUS, data).metrics["accuracy"] == 25.0
+    # first candidate: happy (right), sadness (right), none at all (wrong), disgust (wrong)
+    found = score(CKPLUS, data, first_candidate=True)
     assert found.metrics["accuracy"] == 50.0
-    labels, _ = confusion(ABSTRACT, data)
+    assert found.n == 4  # a ranking without a candidate is an answer, and a wrong one
+
+
+def test_uar_averages_recall_over_the_true_classes_only():
+    # happy 3/4 right, fear 1/2 right; answers "contempt" and "neutral" name no true class
+    data = rows(("happy", "happy"), ("happy", "happy"), ("happy", "contempt"), ("happy", "happy"),
+                ("fear", "fear"), ("fear", "neutral"))
+    found = score(CKPLUS, data).metrics
+    assert found["accuracy"] == pytest.approx(100 * 4 / 6)
+    assert found["uar"] == pytest.approx((75 + 50) / 2)
+    # weighted F1 over the true classes: happy P=3/3 R=3/4, fear P=1/1 R=1/2
+    expected = (4 * f1(1, 3 / 4) + 2 * f1(1, 1 / 2)) / 6
+    assert found["weighted_f1"] == pytest.approx(100 * expected)
+
+
+def test_uar_differs_from_war_on_unbalanced_classes():
+    data = rows(*[("happy", "happy")] * 8, ("fear", "happy"), ("fear", "fear"))
+    found = score(CKPLUS, data).metrics
+    assert found["war"] == 90.0
+    assert found["uar"] == pytest.approx(75.0)
+
+
+@pytest.mark.parametrize("dataset, right, wrong", [
+    (ABSTRACT, ("Amusement", "Awe"), ("Sad", "Content")),
+    (ARTPHOTO, ("contentment", "excitement"), ("anger", "amusement")),
+])
+def test_polarity_datasets_score_on_polarity(dataset, right, wrong):
+    data = rows(right, ("Anger", "fear,awe"), wrong, ("Fear", "bored,fear"), ("disgust", None))
+    found = score(dataset, data)
+    # right, right, wrong, an unmapped label (wrong); the last is unanswered
+    assert (found.n, found.total) == (4, 5)
+    assert found.metrics["accuracy"] == 50.0
+    assert found.strict["accuracy"] == 40.0
+    labels, matrix = confusion(dataset, data)
     assert labels[:2] == ["negative", "positive"]
+    assert sum(map(sum, matrix)) == 4
+
+
+def test_a_polarity_name_is_no_answer_for_an_emotion_dataset():
+    assert score(ABSTRACT, rows(("Awe", "positive"))).metrics["accuracy"] == 0.0
 
 
 def test_non_zero_f1_drops_zeros_and_counts_weakly_positive_as_positive():
     data = rows(("1.2", "weakly positive,positive"), ("-0.4", "neutral"), ("0.0", "positive"),
-                ("2.0", "negative"), ("-2.2", "weakly negative"), ("0.6", "Positive"))
+                ("2.0", "negative"), ("-2.2", "Weakly Negative"), ("0.6", "Positive"),
+                ("-1.0", "weakly positive"), ("0.2", "happy"), ("0", "negative"))
     found = score(MOSI, data)
-    assert found.total == 5
-    # truths: + - + - + ; predictions: + - - - +
-    assert found.metrics["acc2_non0"] == 80.0
-    precision_pos, recall_pos = 1.0, 2 / 3
-    f1_pos = 2 * precision_pos * recall_pos / (precision_pos + recall_pos)
-    precision_neg, recall_neg = 2 / 3, 1.0
-    f1_neg = 2 * precision_neg * recall_neg / (precision_neg + recall_neg)
-    assert found.metrics["f1_non0"] == pytest.approx(100 * (3 * f1_pos + 2 * f1_neg) / 5)
+    assert found.total == 7
+    # truths:      + - + - + - +
+    # predictions: + - - - + + -   (neutral, weakly negative and out-of-set are negative)
+    assert found.metrics["acc2_non0"] == pytest.approx(100 * 4 / 7)
+    f1_pos = f1(2 / 3, 2 / 4)
+    f1_neg = f1(2 / 4, 2 / 3)
+    assert found.metrics["f1_non0"] == pytest.approx(100 * (4 * f1_pos + 3 * f1_neg) / 7)
     assert set(found.metrics) == {"f1_non0", "acc2_non0"}
 
 
-def test_a_missing_answer_is_wrong_in_the_strict_binary_figure():
-    found = score(MOSI, rows(("1.0", "positive"), ("-1.0", None)))
-    assert found.metrics["acc2_non0"] == 100.0 and found.strict["acc2_non0"] == 50.0
+def test_coverage_and_the_strict_figure():
+    data = rows(("happy", "happy"), ("fear", "fear"), ("anger", None), ("fear", "happy"),
+                ("sadness", ""))
+    found = score(CKPLUS, data)
+    assert (found.n, found.total, found.coverage) == (3, 5, 60.0)
+    assert found.metrics["accuracy"] == pytest.approx(200 / 3)
+    assert found.strict["accuracy"] == 40.0
+    # strict UAR: happy 1/1, fear 1/2, anger 0/1, sadness 0/1
+    assert found.strict["uar"] == pytest.approx(100 * (1 + 0.5) / 4)
+
+
+def test_a_missing_answer_is_the_wrong_class_in_the_strict_binary_figure():
+    found = score(MOSI, rows(("1.0", "positive"), ("-1.0", None), ("2.0", None), ("-3", "neutral")))
+    assert found.metrics["acc2_non0"] == 100.0
+    assert found.strict["acc2_non0"] == 50.0
+    assert found.coverage == 50.0
 
 
 def test_no_answers_give_nan_not_an_error():
     found = score(CKPLUS, rows(("happy", None)))
-    assert found.n == 0 and math.isnan(found.metrics["accuracy"])
+    assert found.n == 0 and found.coverage == 0.0
+    assert all(math.isnan(value) for value in found.metrics.values())
+    assert found.strict["accuracy"] == 0.0
+    assert math.isnan(score(MOSI, rows(("0.0", "positive"))).coverage)
 
 
-def test_baselines_are_seeded_and_majority_is_the_class_share():
-    data = rows(*[("happy", "fear")] * 6, *[("fear", "fear")] * 3, ("anger", "fear"))
+def test_each_sample_keeps_its_classes():
+    found = score(ABSTRACT, rows(("Awe", "Fear"), ("Sad", None)))
+    assert [tuple(s) for s in found.samples] == [("s0", "positive", "negative"),
+                                                  ("s1", "negative", None)]
+
+
+@pytest.mark.parametrize("truth", ["strong", "nan"])
+def test_an_intensity_that_is_not_a_number_names_the_sample(truth):
+    with pytest.raises(DatasetError, match=f"sample 's0' has ground truth '{truth}'"):
+        score(MOSI, rows((truth, "positive")))
+
+
+@pytest.mark.parametrize("dataset, truth", [(CKPLUS, "neutral"), (ABSTRACT, "boredom")])
+def test_a_truth_outside_the_classes_is_matched_by_no_answer(dataset, truth, caplog):
+    found = score(dataset, rows((truth, truth), ("fear", "fear")))
+    assert found.metrics["accuracy"] == 50.0
+    assert f"ground truth '{truth}'" in caplog.text
+
+
+def test_polarity_ground_truths_are_accepted_as_published():
+    found = score(ABSTRACT, rows(("positive", "Amusement,Sad"), ("negative", "Sad"),
+                                 ("positive", "Anger"), ("Fear", "Awe")))
+    assert found.metrics["accuracy"] == 50.0
+
+
+def test_majority_baseline_is_the_share_of_the_majority_class():
+    data = rows(*[("happy", None)] * 6, *[("fear", "fear")] * 3, ("anger", "fear"))
     found = baselines(CKPLUS, data)
     assert found["majority"]["accuracy"] == 60.0
-    assert found == baselines(CKPLUS, data)
-    assert 0 <= found["random"]["accuracy"] <= 100
-    assert baselines(CKPLUS, data, seed=1)["random"] != found["random"]
+    assert found["majority"]["uar"] == pytest.approx(100 / 3)
+
+
+def test_majority_ties_go_to_the_earlier_candidate():
+    # anger comes before sadness among CK+'s candidates; sadness comes first in the rows
+    data = rows(("sadness", None), ("sadness", None), ("anger", None), ("anger", None),
+                ("fear", None))
+    found = baselines(CKPLUS, data)["majority"]
+    assert found["accuracy"] == 40.0
+    assert found["uar"] == pytest.approx(100 / 3)  # recall 1 on anger only
+    binary = baselines(MOSI, rows(("1.0", None), ("-1.0", None), ("0.0", None)))["majority"]
+    assert binary["acc2_non0"] == 50.0
+
+
+def test_majority_baseline_on_polarity():
+    # three negative emotions, two positive ones: the majority class is negative
+    data = rows(("Anger", None), ("Fear", None), ("Sad", None), ("Awe", None), ("Amusement", None))
+    assert baselines(ABSTRACT, data)["majority"]["accuracy"] == 60.0
+
+
+def test_random_baseline_guesses_uniformly_with_seeded_runs():
+    data = rows(*[("positive", None)] * 40)
+    found = baselines(TWITTER, data, runs=10, seed=7)
+    shares = []
+    for run in range(10):
+        rng = random.Random(7 + run)
+        shares.append(100 * sum(rng.choice(TWITTER.labels) == "positive" for _ in data) / 40)
+    assert found["random"]["accuracy"] == pytest.approx(sum(shares) / 10)
+    assert found == baselines(TWITTER, data, runs=10, seed=7)
+    assert baselines(TWITTER, data, runs=10, seed=8)["random"] != found["random"]
 
 
 def test_bootstrap_intervals_are_seeded_and_hold_the_estimate():
-    data = rows(*[("happy", "happy")] * 30, *[("fear", "happy")] * 20)
+    data = rows(*[("happy", "happy")] * 30, *[("fear", "happy")] * 20, *[("fear", "fear")] * 10)
+    point = score(CKPLUS, data).metrics
     interval = bootstrap_ci(CKPLUS, data, n_boot=300, seed=3)
-    low, high = interval["accuracy"]
-    assert low < 60.0 < high
+    assert set(interval) == set(point)
+    for name, (low, high) in interval.items():
+        assert low < point[name] < high, name
     assert interval == bootstrap_ci(CKPLUS, data, n_boot=300, seed=3)
+    assert interval != bootstrap_ci(CKPLUS, data, n_boot=300, seed=4)
+    low, high = interval["accuracy"]
+    narrow_low, narrow_high = bootstrap_ci(CKPLUS, data, n_boot=300, seed=3,
+                                           confidence=0.5)["accuracy"]
+    assert low <= narrow_low <= narrow_high <= high
+
+
+def test_bootstrap_of_nothing_answered_is_nan():
+    interval = bootstrap_ci(MOSI, rows(("1.0", None)))
+    assert set(interval) == {"f1_non0", "acc2_non0"}
+    assert all(math.isnan(x) for pair in interval.values() for x in pair)
 
 
 def test_confusion_counts_out_of_set_predictions_apart():
     labels, matrix = confusion(CKPLUS, rows(("happy", "happy"), ("happy", "joy"), ("fear", None)))
-    assert labels[-1] == "joy"
+    assert labels == [label.lower() for label in CKPLUS.labels] + ["joy"]
     assert matrix[labels.index("happy")][labels.index("happy")] == 1
     assert matrix[labels.index("happy")][labels.index("joy")] == 1
     assert sum(map(sum, matrix)) == 2
 
 
+def test_confusion_of_the_binary_task():
+    labels, matrix = confusion(MOSI, rows(("1.0", "weakly positive"), ("-2", "positive"),
+                                          ("0", "negative"), ("-1", "neutral")))
+    assert labels == ["negative", "positive"]
+    assert matrix == [[1, 1], [0, 1]]
+
+
 @pytest.mark.parametrize("dataset", [CKPLUS, MOSI])
 def test_the_bootstrap_fast_path_agrees_with_scikit_learn(dataset):
-    import numpy as np
-
     from ger_replay.scoring import _fast_metrics, _metrics
 
     rng = np.random.default_rng(1)
