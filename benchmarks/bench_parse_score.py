@@ -86,15 +86,14 @@ def main() -> None:
         execute(plan, Caller(store, "replay"))
         profile.disable()
     stats = pstats.Stats(profile)
-    total = stats.total_tt
-    print("where the replay spends its time (cumulative, share of a profiled replay):")
-    wanted = {("parsing.py", "parse"), ("store.py", "attempt"), ("requests.py", "build"),
-              ("requests.py", "key_of"), ("strategy.py", "judge"), ("runs.py", "walk_batch")}
-    for (filename, _, function), (_, _, _, cumulative, _) in sorted(
-            stats.stats.items(), key=lambda item: -item[1][3]):
-        if (Path(filename).name, function) in wanted:
-            name = f"{Path(filename).stem}.{function}"
-            print(f"  {name:<22s} {100 * cumulative / total:5.1f}%")
+    cumulative = {(Path(filename).stem, function): entry[3]
+                  for (filename, _, function), entry in stats.stats.items()}
+    total = cumulative[("runs", "walk_batch")]
+    print("where the replay spends its time (share of walking every batch, profiled):")
+    for module, function in (("strategy", "judge"), ("parsing", "parse"), ("store", "attempt"),
+                             ("plans", "request"), ("requests", "build"), ("requests", "key_of")):
+        share = 100 * cumulative.get((module, function), 0.0) / total
+        print(f"  {module + '.' + function:<22s} {share:5.1f}%")
 
 
 if __name__ == "__main__":
