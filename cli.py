@@ -91,6 +91,7 @@ def run_options(command):
         click.option("--keep-answered", is_flag=True,
                      help="Keep a partial answer's samples; re-ask only the missing ones."),
         click.option("--replicate", type=click.IntRange(0), help="Repeat number of a fresh run."),
+        click.option("--subset", help="A named subset of the test set (Twitter I: 4agree, ...)."),
         click.option("--skip-bad", is_flag=True, help="Skip bad manifest rows and list them."),
     ]
     for option in reversed(options):

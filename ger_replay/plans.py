@@ -16,7 +16,7 @@ from typing import Any
 
 from . import media
 from .datasets import Dataset
-from .errors import MediaError
+from .errors import ConfigError, MediaError
 from .manifests import Sample, Skipped
 from .prompts import NOUNS, TemplateSet
 from .requests import BATCH_SIZES, Item, Params, Request, batch_order, build, chunk
@@ -45,6 +45,7 @@ class RunConfig:
     schedule: str = DEFAULT_SCHEDULE
     keep_answered: bool = False
     replicate: int | None = None
+    subset: str | None = None  # a named variant of the test set, e.g. Twitter I's "4agree"
 
     @classmethod
     def make(cls, dataset: Dataset, model: str, templates: TemplateSet,
@@ -55,6 +56,11 @@ class RunConfig:
         # Where the files live is not part of a run: the same samples elsewhere are the same run.
         dataset = replace(dataset, manifest=None, root=None)
         Schedule.parse(options.get("schedule", DEFAULT_SCHEDULE))
+        subsets = dict(dataset.variants)
+        if options.get("subset") and options["subset"] not in subsets:
+            known = ", ".join(subsets) or "none"
+            raise ConfigError(f"dataset {dataset.name!r} has no subset {options['subset']!r}; "
+                              f"subsets: {known}")
         return cls(dataset=dataset, input_kind=input_kind, model=model, templates=templates,
                    batch_size=batch_size or BATCH_SIZES[input_kind],
                    frames=frames or dataset.frames, grey=options.pop("grey", False) or dataset.grey,

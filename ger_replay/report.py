@@ -61,6 +61,8 @@ class Entry:
             parts.append("grey")
         if config.input_kind in ("video", "video+text") and config.frames != dataset.frames:
             parts.append(f"{config.frames}f")
+        if config.subset and dataset.variants and config.subset != dataset.variants[0][0]:
+            parts.append(config.subset)
         if config.templates.name != "paper":
             parts.append(f"templates {config.templates.name}")
         return " ".join(parts)

@@ -48,6 +48,8 @@ def scores(results: Sequence[tuple[Any, Any, Scores]]) -> str:
         what = config.input_kind + (" grey" if config.grey else "")
         if config.input_kind in ("video", "video+text"):
             what += f" {config.frames}f"
+        if config.subset:
+            what += f" {config.subset}"
         if config.replicate is not None:
             what += f" rep{config.replicate}"
         metric = config.dataset.metric

@@ -1,9 +1,11 @@
 import random
 
+import pytest
 from PIL import Image
 
 from ger_replay import plans, prompts
 from ger_replay.datasets import REGISTRY
+from ger_replay.errors import ConfigError
 from ger_replay.manifests import read
 from ger_replay.plans import RunConfig
 from ger_replay.store import Store
@@ -90,3 +92,12 @@ def test_a_stored_plan_rebuilds_the_same_keys_without_media(tmp_path):
         loaded = plans.load(store, plan.run_id)
     assert loaded.config == plan.config
     assert keys(loaded) == keys(plan)
+
+
+def test_a_subset_is_part_of_the_run_and_must_exist():
+    twitter = REGISTRY["twitter1"]
+    config = RunConfig.make(twitter, "gpt-4o", prompts.load("paper"), subset="4agree")
+    assert config.subset == "4agree"
+    assert RunConfig.from_json(config.to_json()) == config
+    with pytest.raises(ConfigError, match="subsets: 5agree, 4agree, 3agree"):
+        RunConfig.make(twitter, "gpt-4o", prompts.load("paper"), subset="2agree")
