@@ -93,6 +93,7 @@ def record(store_path: str | Path, source: Source, model: str, endpoint: Endpoin
     with Store(store_path, keep_images=keep_images) as store:
         plan, media, skipped = plan_run(source, model, store, progress, **options)
         plan.save(store)
+        log.info("recording run %s into %s", plan.run_id, store_path)
         used_today = store.calls_since_hours(24)
         limiter = Limiter(rpm=endpoint.rpm, tpm=endpoint.tpm, rpd=endpoint.rpd,
                           used_today=used_today)

@@ -203,6 +203,7 @@ def make(config: RunConfig, samples: Sequence[Sample], store: Store | None = Non
         except MediaError as exc:
             if not skip_bad:
                 raise
+            log.warning("skipping sample %s: %s", sample.name, exc)
             skipped.append(Skipped(sample.line, sample.name, str(exc)))
             continue
         finally:

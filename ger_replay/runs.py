@@ -137,6 +137,8 @@ def execute(plan: Plan, caller: Caller, *, store: Store | None = None,
         bar.set_postfix(tally.postfix(), refresh=False)
         bar.update(len(found))
 
+    log.info("%s: %d samples in %d batches, %s mode, %d in flight", plan.run_id,
+             len(plan.samples), len(batches), caller.mode, max(1, workers))
     if store is not None:
         store.set_run_status(plan.run_id, "running")
     try:
@@ -151,6 +153,8 @@ def execute(plan: Plan, caller: Caller, *, store: Store | None = None,
         raise
     finally:
         bar.close()
+    log.info("%s: %d answered, %d refused, %d failed; %d calls paid", plan.run_id,
+             tally.answered, tally.refused, tally.failed, tally.paid)
     if store is not None:
         store.set_run_status(plan.run_id, "complete")
     return RunResult(plan.run_id, outcomes, tally)
