@@ -122,3 +122,15 @@ def test_daily_limit_and_bad_key_stop_the_run(tmp_path):
     assert keyless(request(), 0, BY_HASH.__getitem__).status == "answered"
     with pytest.raises(ApiError, match="no API key"):
         keyless(request(), 5, BY_HASH.__getitem__)
+
+
+def test_server_errors_are_retried_and_never_stored_as_attempts(tmp_path):
+    store = Store(tmp_path / "cache.db")
+    with Sandbox(SandboxConfig(seed=8, error_rate=0.5)).start() as server:
+        caller = Caller(store, "record", Transport(server.url, KEY), retries=20)
+        attempts = [caller(request(), n, BY_HASH.__getitem__) for n in range(4)]
+        stats = server.stats()
+    assert [a.status for a in attempts] == ["answered"] * 4
+    assert stats["errors"] >= 1
+    assert store.stats()["attempts"] == 4
+    assert store.stats()["transient_errors"] == stats["errors"]
