@@ -131,3 +131,24 @@ def test_a_daily_limit_stops_cleanly_and_the_next_run_finishes(tmp_path):
         assert server.stats()["calls"] == 3
     assert finished.result.tally.paid == 1
     assert finished.result.tally.answered == 60
+
+
+def test_tweets_send_an_image_and_its_text(tmp_path):
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i, label in enumerate(["positive", "negative"] * 3):
+        Image.new("RGB", (16, 16), (i * 40, 90, 200)).save(tmp_path / "img" / f"t{i}.png")
+        rows.append(f"t{i},{label},what a {label} day,img/t{i}.png")
+    (tmp_path / "m.csv").write_text("name,label,text,path\n" + "\n".join(rows) + "\n")
+    (tmp_path / "d.toml").write_text('[datasets.tweets]\ntask = "tweet"\ninputs = ["image+text"]\n'
+                                     'labels = ["positive", "negative"]\nmanifest = "m.csv"\n')
+    source = Source("tweets", definitions=str(tmp_path / "d.toml"))
+    with Sandbox(SandboxConfig(accuracy=1.0)).start() as server:
+        recorded = jobs.record(tmp_path / "cache.db", source, "gpt-4o", Endpoint(server.url, KEY_ENV))
+    assert recorded.scores.metrics["accuracy"] == 100.0
+    with Store(tmp_path / "cache.db") as store:
+        plan = plans.load(store, recorded.run_id)
+    request = plan.request(plan.batches()[0])
+    content = request.canonical["messages"][0]["content"]
+    assert "We provide 6 tweets, each with an image and its text." in content[0]["text"]
+    assert content[1]["text"].startswith("tweet-1: what a ") and content[2]["type"] == "image_url"
