@@ -261,10 +261,9 @@ def store_stats(store_path) -> None:
 @user_errors
 def store_verify(store_path) -> None:
     """Re-hash what is stored and report disagreements."""
-    from ger_replay.store import Store
+    from ger_replay import jobs
 
-    with Store(store_path, create=False) as store:
-        problems = list(store.verify())
+    problems = jobs.verify(store_path)
     for problem in problems:
         click.echo(problem)
     click.echo(f"{len(problems)} problem(s)", err=True)

@@ -157,3 +157,16 @@ def export_csv(store_path: str | Path, run_id: str) -> str:
     for row in rows(plan, result):
         writer.writerow([row.name, row.truth, ",".join(row.ranking or ())])
     return buffer.getvalue()
+
+
+def verify(store_path: str | Path) -> list[str]:
+    """Everything `ger store verify` reports: content that disagrees with its hash or its
+    references, and runs whose requests today's code would build differently."""
+    with Store(store_path, create=False) as store:
+        problems = list(store.verify())
+        for run in store.runs():
+            for batch in plans.load(store, run["id"]).drift(store):
+                problems.append(f"run {run['id']} batch {batch}: today's code builds another "
+                                "request than the one planned (prompt, template or request "
+                                "format changed); replaying it will miss")
+    return problems

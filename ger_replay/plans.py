@@ -132,7 +132,14 @@ class Plan:
                        self.config.model, self.config.to_json(),
                        [{"name": s.name, "label": s.label, "text": s.text,
                          "images": list(s.images), "batch": s.batch, "position": s.position}
-                        for s in self.samples])
+                        for s in self.samples],
+                       [(self.request(batch).key, batch) for batch in self.batches()])
+
+    def drift(self, store: Store) -> list[int]:
+        """Batches whose request today's code builds differently from when the run was planned."""
+        planned = store.planned_keys(self.run_id)
+        return [index for index, batch in enumerate(self.batches())
+                if index in planned and planned[index] != self.request(batch).key]
 
 
 def load(store: Store, run_id: str) -> Plan:

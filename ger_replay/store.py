@@ -77,8 +77,15 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["errors"].create_index(["key"])
 
 
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Each run's planned batches with the key of their first request, so `ger store verify`
+    can tell when today's code would ask something else than the store answered."""
+    db["run_batches"].create({"run_id": str, "batch": int, "key": str, "samples": str},
+                             pk=("run_id", "batch"), foreign_keys=[("run_id", "runs", "id")])
+
+
 # Numbered migrations: the store's `PRAGMA user_version` says how many have run.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_migration_1, _migration_2)
 
 
 class Store:
@@ -203,8 +210,10 @@ class Store:
     # Runs.
 
     def save_run(self, run_id: str, dataset: str, input_kind: str, model: str,
-                 config: dict[str, Any], samples: Sequence[dict[str, Any]]) -> None:
-        """Record a run's configuration and plan; an existing run keeps its samples."""
+                 config: dict[str, Any], samples: Sequence[dict[str, Any]],
+                 batches: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
+        """Record a run's configuration and plan (samples, and batches with their first key);
+        an existing run keeps its plan."""
         with self._lock, self.db.atomic():
             if self.db["runs"].count_where("id = ?", [run_id]):
                 self.db["runs"].update(run_id, {"updated": _now()})
@@ -215,6 +224,15 @@ class Store:
             self.db["run_samples"].insert_all(
                 [{"run_id": run_id, **sample, "images": json.dumps(sample.get("images", []))}
                  for sample in samples])
+            self.db["run_batches"].insert_all(
+                [{"run_id": run_id, "batch": index, "key": key, "samples": json.dumps(list(names))}
+                 for index, (key, names) in enumerate(batches)])
+
+    def planned_keys(self, run_id: str) -> dict[int, str]:
+        """The key each batch of a run was planned with (empty for runs older than schema 2)."""
+        with self._lock:
+            return {row["batch"]: row["key"]
+                    for row in self.db["run_batches"].rows_where("run_id = ?", [run_id])}
 
     def set_run_status(self, run_id: str, status: str) -> None:
         with self._lock:

@@ -101,3 +101,17 @@ def test_a_subset_is_part_of_the_run_and_must_exist():
     assert RunConfig.from_json(config.to_json()) == config
     with pytest.raises(ConfigError, match="subsets: 5agree, 4agree, 3agree"):
         RunConfig.make(twitter, "gpt-4o", prompts.load("paper"), subset="2agree")
+
+
+def test_verify_tells_when_todays_code_builds_other_requests(tmp_path):
+    from ger_replay import jobs
+
+    rows = dataset_dir(tmp_path)
+    plan = plan_of(tmp_path, rows)
+    with Store(tmp_path / "cache.db") as store:
+        plan.save(store)
+        assert plan.drift(store) == []
+        store.db.execute("UPDATE run_batches SET key = 'f00' WHERE batch = 1")
+        assert plan.drift(store) == [1]
+    problems = jobs.verify(tmp_path / "cache.db")
+    assert len(problems) == 1 and "batch 1: today's code builds another request" in problems[0]

@@ -111,3 +111,18 @@ def test_two_processes_share_one_store(tmp_path):
         assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert store.stats()["requests"] == 120
         assert store.stats()["attempts"] == 120
+
+
+def test_a_second_migration_upgrades_an_old_store(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    import sqlite_utils
+
+    MIGRATIONS[0](sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 2
+        assert "run_batches" in store.db.table_names()
+        assert store.planned_keys("any") == {}
