@@ -50,6 +50,11 @@ def markdown_table(answers: Sequence[Answer]) -> str:
     return "\n".join(["| name | result |", "|---|---|", *rows])
 
 
+def headed_lists(answers: Sequence[Answer]) -> str:
+    return "\n\n".join(f"**{n}:**\n" + "\n".join(f"{i}. {label}" for i, label in enumerate(r, 1))
+                       for n, r in answers)
+
+
 STYLES: dict[str, Callable[[Sequence[Answer]], str]] = {
     "python_lines": python_lines,
     "python_list": python_list,
@@ -60,6 +65,7 @@ STYLES: dict[str, Callable[[Sequence[Answer]], str]] = {
     "keyed_dict": keyed_dict,
     "markdown_bullets": markdown_bullets,
     "markdown_table": markdown_table,
+    "headed_lists": headed_lists,
 }
 
 
