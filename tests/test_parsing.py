@@ -2,28 +2,22 @@
 registry's label sets, and property tests (round trips through every style, arbitrary text,
 whitespace and case).
 
-Hypothesis profiles are registered here: `default` keeps this file to seconds;
+Hypothesis profiles are registered in conftest.py: `default` keeps this file to seconds;
 GER_HYPOTHESIS_PROFILE=long runs 10,000 examples per property.
 """
 
-import os
 import random
 import re
 import string
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ger_replay.datasets import REGISTRY
 from ger_replay.parsing import Parsed, looks_like_refusal, normalise_label, parse
 from ger_replay.styles import STYLES, render
-
-settings.register_profile("default", max_examples=200, deadline=None)
-settings.register_profile("long", max_examples=10_000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("GER_HYPOTHESIS_PROFILE", "default"))
 
 LABEL_SETS = sorted({d.labels for d in REGISTRY.values()})
 HLS = ["happy", "sad", "fear"]
