@@ -21,9 +21,8 @@ from . import jobs, paper
 from .datasets import TASKS
 from .plans import Plan
 from .runs import RunResult
-from .scoring import Scores, baselines, bootstrap_ci, confusion
+from .scoring import HEADLINE, Scores, baselines, bootstrap_ci, confusion
 from .store import Store
-from .tables import HEADLINE
 
 TASK_TITLES = {"facial": "Facial emotion recognition", "sentiment": "Visual sentiment analysis",
                "micro": "Micro-expression recognition", "dynamic": "Dynamic facial emotion recognition",

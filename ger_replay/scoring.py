@@ -68,6 +68,10 @@ class Scores:
     samples: tuple[Scored, ...] = field(default=(), repr=False)
 
 
+# The paper's headline figure per metric kind, in the order its tables give them.
+HEADLINE = {"accuracy": ("accuracy",), "war_uar": ("war", "uar"), "f1_non0": ("f1_non0",)}
+
+
 def metric_names(dataset: Dataset) -> tuple[str, ...]:
     """The keys of `Scores.metrics` for a dataset."""
     if dataset.metric == "f1_non0":
